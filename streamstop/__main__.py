@@ -1,0 +1,3 @@
+from streamstop.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,223 @@
+"""What a stop API response means for each uuid of the request (SPEC "Stop API usage").
+
+The vendor documents one shape (a 2xx with `items` of `{messageUuid, code}`) and leaves
+the rest unsaid, so anything else is classified defensively: transient (retry), a request
+the API rejects (split it), or our configuration being wrong (stop and alert). Pure: the
+caller passes the status, headers, body and wall-clock time in.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import orjson
+
+STATUS_BY_CODE = {200: "stopped", 202: "stop_uncertain", 403: "already_sent", 404: "not_found"}
+UNKNOWN_CODE = "unknown_code"
+MISSING_REASON = "missing from the response"
+# A stale stop is worth little, so waiting longer than this is never useful; it also keeps
+# an absurd header from holding every request back forever.
+MAX_RETRY_AFTER_S = 3600.0
+MAX_MESSAGE_CHARS = 200
+
+_RETRY_STATUSES = frozenset({408, 429})
+_SPLIT_STATUSES = frozenset({400, 413, 422})
+_MESSAGE_KEYS = ("message", "error", "detail")
+_DELAY_SECONDS = re.compile(r"[0-9]+(?:\.[0-9]+)?")
+# Control and bidi/format characters could forge or garble a log line; whitespace collapses.
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2066-\u2069\s]+")
+# Bytes read from a body for a human message: enough for MAX_MESSAGE_CHARS of any script.
+_MESSAGE_BYTES = MAX_MESSAGE_CHARS * 4 + 64
+
+
+class Kind(enum.Enum):
+    """The request-level meaning of a response."""
+
+    ITEMS = "items"
+    RETRY = "retry"
+    SPLIT = "split"
+    CONFIG_ERROR = "config_error"
+
+
+@dataclass(frozen=True, slots=True)
+class Final:
+    """The API answered this uuid with a per-item code."""
+
+    code: int
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    """Transient: send this uuid again later."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Split:
+    """The API rejected the whole request: retry in halves."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigError:
+    """Our request or credentials are wrong: nothing fails, everything waits."""
+
+    reason: str
+
+
+Outcome = Final | Retry | Split | ConfigError
+
+
+@dataclass(frozen=True, slots=True)
+class Interpretation:
+    """A response classified: per-item codes for ITEMS, else a reason for the request."""
+
+    kind: Kind
+    codes: dict[str, int]
+    missing: list[str]
+    reason: str
+    retry_after_s: float | None
+
+    def outcomes(self, requested: Sequence[str]) -> dict[str, Outcome]:
+        """One outcome per requested uuid (keyed as requested)."""
+        if self.kind is Kind.ITEMS:
+            codes = self.codes
+            missing = Retry(MISSING_REASON)
+            result: dict[str, Outcome] = {}
+            for uuid in requested:
+                code = codes.get(uuid.lower())
+                result[uuid] = missing if code is None else Final(code)
+            return result
+        outcome = _REQUEST_OUTCOMES[self.kind](self.reason)
+        return dict.fromkeys(requested, outcome)
+
+
+_REQUEST_OUTCOMES: dict[Kind, type[Retry | Split | ConfigError]] = {
+    Kind.RETRY: Retry,
+    Kind.SPLIT: Split,
+    Kind.CONFIG_ERROR: ConfigError,
+}
+
+
+def status_for_code(code: int) -> str:
+    """The result status for a per-item API code."""
+    return STATUS_BY_CODE.get(code, UNKNOWN_CODE)
+
+
+def interpret_response(
+    status: int,
+    headers: Mapping[str, str],
+    body: bytes,
+    requested: Sequence[str],
+    now_epoch: float,
+) -> Interpretation:
+    """Classify a stop API response to a request for `requested` uuids."""
+    retry_after_s = parse_retry_after(_header(headers, "retry-after"), now_epoch)
+    if 200 <= status < 300:
+        parsed = _parse_items(body, requested)
+        if parsed is None:
+            reason = f"HTTP {status} with a body not of the documented shape"
+            return Interpretation(Kind.RETRY, {}, [], reason, retry_after_s)
+        codes, missing = parsed
+        return Interpretation(Kind.ITEMS, codes, missing, "", retry_after_s)
+    if status in _RETRY_STATUSES or 500 <= status < 600:
+        return Interpretation(Kind.RETRY, {}, [], f"HTTP {status}", retry_after_s)
+    if status in _SPLIT_STATUSES:
+        message = _api_message(body)
+        reason = f"HTTP {status}: {message}" if message else f"HTTP {status}"
+        return Interpretation(Kind.SPLIT, {}, [], reason, retry_after_s)
+    # Its body is left out on purpose: an echoing proxy could carry our Authorization.
+    return Interpretation(Kind.CONFIG_ERROR, {}, [], f"HTTP {status}", retry_after_s)
+
+
+def parse_retry_after(value: str | None, now_epoch: float) -> float | None:
+    """Seconds to wait from a Retry-After header (delay-seconds or HTTP-date), clamped
+    to [0, MAX_RETRY_AFTER_S]; None when absent or unparseable."""
+    if value is None:
+        return None
+    value = value.strip()
+    if _DELAY_SECONDS.fullmatch(value):
+        return min(float(value), MAX_RETRY_AFTER_S)
+    try:
+        when = parsedate_to_datetime(value)
+        if when.tzinfo is None:  # "-0000" means UTC with no claim about local time
+            when = when.replace(tzinfo=UTC)
+        seconds = when.timestamp() - now_epoch
+    except (ValueError, TypeError, OverflowError, IndexError):
+        return None
+    if math.isnan(seconds):
+        return None
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER_S)
+
+
+def _header(headers: Mapping[str, str], lower_name: str) -> str | None:
+    # Works for a case-insensitive multidict (direct hit) and a plain dict of any case.
+    value = headers.get(lower_name)
+    if value is not None:
+        return value
+    for name, candidate in headers.items():
+        if name.lower() == lower_name:
+            return candidate
+    return None
+
+
+def _parse_items(body: bytes, requested: Sequence[str]) -> tuple[dict[str, int], list[str]] | None:
+    """Per-item codes for the requested uuids and the requested uuids left unanswered;
+    None when the body is not of the documented shape."""
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    if type(doc) is not dict:
+        return None
+    items = doc.get("items")
+    if type(items) is not list or type(doc.get("errors", False)) is not bool:
+        return None
+    wanted = dict.fromkeys(uuid.lower() for uuid in requested)
+    codes: dict[str, int] = {}
+    for item in items:
+        if type(item) is not dict:
+            return None
+        uuid = item.get("messageUuid")
+        code = item.get("code")
+        if type(uuid) is not str or type(code) is not int:
+            return None
+        key = uuid if uuid in wanted else uuid.lower()
+        if key in wanted and key not in codes:
+            codes[key] = code
+    missing = [uuid for uuid in wanted if uuid not in codes]
+    return codes, missing
+
+
+def _api_message(body: bytes) -> str:
+    """The API's own words for a rejection: a JSON message field, else the body text."""
+    text = _json_message(body)
+    if text is None:
+        text = body[:_MESSAGE_BYTES].decode("utf-8", "replace")
+    text = _UNPRINTABLE.sub(" ", text).strip()
+    if len(text) > MAX_MESSAGE_CHARS:
+        text = text[: MAX_MESSAGE_CHARS - 1].rstrip() + "…"
+    return text
+
+
+def _json_message(body: bytes) -> str | None:
+    try:
+        doc: Any = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    if type(doc) is not dict:
+        return None
+    for key in _MESSAGE_KEYS:
+        value = doc.get(key)
+        if type(value) is str and value.strip():
+            return value[:_MESSAGE_BYTES]
+    return None

@@ -1,0 +1,75 @@
+"""The result event published for each input record (SPEC "Result events").
+
+Every field is always present (null, never omitted), so consumers can rely on the schema.
+Built once per record: one dict, one orjson dump, and a timestamp whose second-level part
+is cached.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from functools import lru_cache
+
+import orjson
+
+SCHEMA_VERSION = 1
+_MILLIS_SUFFIX = tuple(f".{ms:03d}Z" for ms in range(1000))
+
+
+class Status(enum.StrEnum):
+    """The outcome of one input record."""
+
+    STOPPED = "stopped"
+    STOP_UNCERTAIN = "stop_uncertain"
+    ALREADY_SENT = "already_sent"
+    NOT_FOUND = "not_found"
+    UNKNOWN_CODE = "unknown_code"
+    INVALID = "invalid"
+    EXPIRED = "expired"
+    FAILED = "failed"
+
+
+def format_timestamp(epoch_s: float) -> str:
+    """`2026-01-02T03:04:05.678Z`: UTC with milliseconds, truncated like `datetime`."""
+    # Round to microseconds first, as datetime.fromtimestamp does, then truncate.
+    millis = round(epoch_s * 1_000_000) // 1000
+    return _second_prefix(millis // 1000) + _MILLIS_SUFFIX[millis % 1000]
+
+
+@lru_cache(maxsize=256)
+def _second_prefix(seconds: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+
+
+def build_result(
+    *,
+    uuid: str | None,
+    status: Status,
+    code: int | None,
+    error: str | None,
+    request_id: str | None,
+    topic: str,
+    partition: int,
+    offset: int,
+    batch_id: str | None,
+    attempts: int,
+    received_at: float,
+    completed_at: float,
+) -> bytes:
+    """The JSON value of the result event for one input record."""
+    return orjson.dumps(
+        {
+            "schemaVersion": SCHEMA_VERSION,
+            "messageUuid": uuid,
+            "status": status,
+            "code": code,
+            "error": error,
+            "requestId": request_id,
+            "source": {"topic": topic, "partition": partition, "offset": offset},
+            "batchId": batch_id,
+            "attempts": attempts,
+            "receivedAt": format_timestamp(received_at),
+            "completedAt": format_timestamp(completed_at),
+        }
+    )

@@ -1,0 +1,426 @@
+"""The data path: consume → decode → batch → stop → publish → commit.
+
+One consume loop that never stops polling (backpressure is `pause()`, not "stop calling
+getmany"), one task per batch, and a committer. A record is done when its result (and
+DLQ copy) is acknowledged; offsets are committed per partition through the offset
+tracker, so nothing is committed past an unfinished record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+import uuid as uuidlib
+from collections.abc import Sequence
+from typing import Any
+
+import structlog
+from aiokafka import ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
+
+from streamstop.config import Settings
+from streamstop.core.batcher import Batch, Batcher
+from streamstop.core.decode import Invalid, decode_value
+from streamstop.core.offsets import OffsetTracker
+from streamstop.core.results import Status, build_result
+from streamstop.metrics import Metrics
+from streamstop.publisher import OutMessage, Publisher
+from streamstop.stopper import Resolution, Stopper
+
+log = structlog.get_logger("streamstop.pipeline")
+
+COMMIT_INTERVAL_S = 1.0
+MAX_POLL_TIMEOUT_S = 0.1
+MAX_RECORDS_PER_POLL = 10_000
+RESUME_FRACTION = 0.75
+DLQ_MAX_VALUE_BYTES = 512 * 1024
+Headers = Sequence[tuple[str, bytes]]
+
+
+class PartitionState:
+    """One assigned partition. A new object per assignment: work finishing after the
+    partition was revoked updates an orphan and can never be committed."""
+
+    __slots__ = ("active", "committed", "draining", "tp", "tracker")
+
+    def __init__(self, tp: TopicPartition) -> None:
+        self.tp = tp
+        self.tracker = OffsetTracker()
+        self.active = True
+        self.draining = False
+        self.committed: int | None = None
+
+
+class Rec:
+    """What a pending record keeps for its result: never the raw value."""
+
+    __slots__ = ("headers", "offset", "part", "received_at", "request_id")
+
+    def __init__(
+        self,
+        part: PartitionState,
+        offset: int,
+        headers: Headers,
+        request_id: str | None,
+        received_at: float,
+    ) -> None:
+        self.part = part
+        self.offset = offset
+        self.headers = headers
+        self.request_id = request_id
+        self.received_at = received_at
+
+
+class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Owns the consumer loop, batch tasks and commits."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        consumer: Any,
+        publisher: Publisher,
+        stopper: Stopper,
+        metrics: Metrics,
+    ) -> None:
+        self._consumer = consumer
+        self._publisher = publisher
+        self._stopper = stopper
+        self._metrics = metrics
+        self._input = settings.kafka.input_topic
+        self._output = settings.kafka.output_topic
+        self._dlq = settings.kafka.dlq_topic
+        self._max_pending = settings.batch.max_pending
+        self._max_age_ms = settings.batch.max_record_age_s * 1000.0
+        self._revoke_timeout_s = settings.lifecycle.revoke_timeout_s
+        self._batcher: Batcher[Rec] = Batcher(
+            settings.batch.max_size, settings.batch.max_wait_ms / 1000.0
+        )
+        self._parts: dict[TopicPartition, PartitionState] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._commit_lock = asyncio.Lock()
+        self._progress = asyncio.Event()
+        self._paused = False
+        self._stopping = False
+        self.fatal: BaseException | None = None
+        self.failed = asyncio.Event()
+        self.joined = False
+        self.heartbeat = time.monotonic()
+
+    # -- consuming ---------------------------------------------------------------------
+
+    def pending(self) -> int:
+        """Consumed records not yet done, over every partition we still track."""
+        return sum(part.tracker.pending for part in self._parts.values())
+
+    async def consume(self) -> None:
+        """Poll until `stop_consuming`; never blocks on downstream work."""
+        while not self._stopping:
+            self.heartbeat = time.monotonic()
+            pending = self.pending()
+            self._metrics.pending.set(pending)
+            room = self._max_pending - pending
+            self._apply_backpressure(room)
+            try:
+                fetched = await self._consumer.getmany(
+                    timeout_ms=int(self._poll_timeout() * 1000),
+                    max_records=max(1, min(room, MAX_RECORDS_PER_POLL)),
+                )
+            except KafkaError as exc:
+                log.warning("poll_failed", error=repr(exc))
+                await asyncio.sleep(MAX_POLL_TIMEOUT_S)
+                continue
+            if fetched and not self._stopping:
+                self._take(fetched)
+            due = self._batcher.take_due(time.monotonic())
+            if due is not None:
+                self._dispatch(due)
+
+    def _poll_timeout(self) -> float:
+        deadline = self._batcher.deadline()
+        if deadline is None:
+            return MAX_POLL_TIMEOUT_S
+        return min(MAX_POLL_TIMEOUT_S, max(0.0, deadline - time.monotonic()))
+
+    def _take(self, fetched: dict[TopicPartition, list[Any]]) -> None:
+        """Decode a poll's records: valid ones into the batcher, the rest answered now."""
+        wall = time.time()
+        now = time.monotonic()
+        max_age_ms = self._max_age_ms
+        local: list[tuple[Rec, Status, str, Any]] = []
+        add = self._batcher.add
+        count = 0
+        for tp, records in fetched.items():
+            part = self._parts.get(tp)
+            if part is None or part.draining:
+                continue  # revoked meanwhile: not tracked, so redelivered to the new owner
+            track = part.tracker.add
+            count += len(records)
+            for record in records:
+                track(record.offset)
+                decoded = decode_value(record.value)
+                if isinstance(decoded, Invalid):
+                    rec = Rec(part, record.offset, record.headers, None, wall)
+                    local.append((rec, Status.INVALID, decoded.reason, record))
+                    continue
+                rec = Rec(part, record.offset, record.headers, decoded.request_id, wall)
+                if max_age_ms and wall * 1000.0 - record.timestamp > max_age_ms:
+                    local.append((rec, Status.EXPIRED, "older than batch.max_record_age_s", None))
+                    continue
+                full = add(decoded.uuid, rec, now)
+                if full is not None:
+                    self._dispatch(full)
+        self._metrics.records_consumed.inc(count)
+        if local:
+            self._spawn(self._publish_local(local))
+
+    def _apply_backpressure(self, room: int) -> None:
+        if not self._paused and room <= 0:
+            self._paused = True
+            self._consumer.pause(*self._consumer.assignment())
+            self._metrics.paused_partitions.set(len(self._consumer.assignment()))
+            log.info("consumer_paused", pending=self._max_pending - room)
+        elif self._paused and room >= self._max_pending * (1 - RESUME_FRACTION):
+            self._paused = False
+            self._consumer.resume(*self._consumer.assignment())
+            self._metrics.paused_partitions.set(0)
+            log.info("consumer_resumed", pending=self._max_pending - room)
+
+    # -- batches -------------------------------------------------------------------------
+
+    def _dispatch(self, batch: Batch[Rec]) -> None:
+        self._metrics.buffer_time.observe(time.monotonic() - batch.opened_at)
+        self._spawn(self._run_batch(batch, str(uuidlib.uuid4())))
+
+    def _spawn(self, coro: Any) -> None:
+        task: asyncio.Task[None] = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._progress.set()
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None and self.fatal is None:
+            self.fatal = exc
+            log.error("fatal_error", error=repr(exc))
+            self.failed.set()
+
+    async def _run_batch(self, batch: Batch[Rec], batch_id: str) -> None:
+        waiters = batch.waiters
+        output = self._output
+
+        async def publish(answers: dict[str, Resolution]) -> None:
+            completed = time.time()
+            messages: list[OutMessage] = []
+            recs: list[Rec] = []
+            statuses: collections.Counter[str] = collections.Counter()
+            for uuid, res in answers.items():
+                key = uuid.encode()
+                for rec in waiters[uuid]:
+                    part = rec.part
+                    value = build_result(
+                        uuid=uuid,
+                        status=res.status,
+                        code=res.code,
+                        error=res.error,
+                        request_id=rec.request_id,
+                        topic=part.tp.topic,
+                        partition=part.tp.partition,
+                        offset=rec.offset,
+                        batch_id=batch_id,
+                        attempts=res.attempts,
+                        received_at=rec.received_at,
+                        completed_at=completed,
+                    )
+                    messages.append(OutMessage(output, key, value, rec.headers))
+                    recs.append(rec)
+                statuses[res.status] += len(waiters[uuid])
+            await self._publisher.publish(messages)
+            self._done(recs, statuses)
+
+        left = await self._stopper.resolve(batch.uuids, batch_id, publish, self.is_stopping)
+        if left:
+            log.info("batch_left_unfinished", batch_id=batch_id, uuids=len(left))
+
+    async def _publish_local(self, local: list[tuple[Rec, Status, str, Any]]) -> None:
+        """Results (and DLQ copies) for records answered without the API."""
+        completed = time.time()
+        messages: list[OutMessage] = []
+        statuses: collections.Counter[str] = collections.Counter()
+        for rec, status, reason, record in local:
+            part = rec.part
+            messages.append(
+                OutMessage(
+                    self._output,
+                    None,
+                    build_result(
+                        uuid=None,
+                        status=status,
+                        code=None,
+                        error=reason,
+                        request_id=rec.request_id,
+                        topic=part.tp.topic,
+                        partition=part.tp.partition,
+                        offset=rec.offset,
+                        batch_id=None,
+                        attempts=0,
+                        received_at=rec.received_at,
+                        completed_at=completed,
+                    ),
+                    rec.headers,
+                )
+            )
+            statuses[status] += 1
+            if status is Status.INVALID and self._dlq:
+                messages.append(self._dlq_copy(record, reason))
+        invalid = statuses[Status.INVALID]
+        await self._publisher.publish(messages)
+        self._metrics.invalid_records.inc(invalid)
+        if self._dlq:
+            self._metrics.dlq_records.inc(invalid)
+        self._done([rec for rec, *_ in local], statuses)
+
+    def _dlq_copy(self, record: Any, reason: str) -> OutMessage:
+        raw: bytes = record.value or b""
+        headers = [
+            *record.headers,
+            ("streamstop-error", reason.encode()),
+            ("streamstop-source", f"{record.topic}/{record.partition}/{record.offset}".encode()),
+        ]
+        if len(raw) > DLQ_MAX_VALUE_BYTES:
+            raw = raw[:DLQ_MAX_VALUE_BYTES]
+            headers.append(("streamstop-truncated", b"true"))
+        return OutMessage(self._dlq, record.key, raw, headers)
+
+    def _done(self, recs: list[Rec], statuses: collections.Counter[str]) -> None:
+        now = time.time()
+        observe = self._metrics.result_latency.observe
+        for rec in recs:
+            if rec.part.active:
+                rec.part.tracker.done(rec.offset)
+            observe(now - rec.received_at)
+        for status, count in statuses.items():
+            self._metrics.results.labels(status=status).inc(count)
+        self._progress.set()
+
+    def is_stopping(self) -> bool:
+        """True once shutdown began: no new retries start."""
+        return self._stopping
+
+    # -- commits -------------------------------------------------------------------------
+
+    async def commit_periodically(self) -> None:
+        """Commit what is done every second, until cancelled."""
+        while True:
+            await asyncio.sleep(COMMIT_INTERVAL_S)
+            await self.commit_done()
+
+    async def commit_done(self, parts: Sequence[PartitionState] | None = None) -> bool:
+        """Commit each partition's fully-done prefix; False if Kafka refused."""
+        async with self._commit_lock:
+            chosen = list(self._parts.values()) if parts is None else parts
+            offsets: dict[TopicPartition, int] = {}
+            for part in chosen:
+                point = part.tracker.commit_point()
+                if point is not None:
+                    offsets[part.tp] = point
+            if offsets:
+                try:
+                    await self._consumer.commit(offsets)
+                except KafkaError as exc:
+                    log.warning("commit_failed", error=repr(exc), partitions=len(offsets))
+                    return False
+                self._metrics.commits.inc()
+                for part in chosen:
+                    if part.tp in offsets:
+                        part.tracker.mark_committed(offsets[part.tp])
+                        part.committed = offsets[part.tp]
+            self._update_lag(chosen)
+            return True
+
+    def _update_lag(self, parts: Sequence[PartitionState]) -> None:
+        for part in parts:
+            highwater = self._consumer.highwater(part.tp)
+            if highwater is not None and part.committed is not None:
+                self._metrics.consumer_lag.labels(
+                    topic=part.tp.topic, partition=str(part.tp.partition)
+                ).set(max(0, highwater - part.committed))
+
+    # -- rebalancing and shutdown --------------------------------------------------------
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        """New generation: fresh state per partition; backpressure re-applied."""
+        for tp in assigned:
+            self._parts[tp] = PartitionState(tp)
+        self.joined = True
+        if self._paused and assigned:
+            self._consumer.pause(*assigned)
+        log.info("partitions_assigned", partitions=_names(assigned))
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        """Drain revoked partitions within `lifecycle.revoke_timeout_s` and commit them
+        before they are released."""
+        self.joined = False
+        parts = [self._parts[tp] for tp in revoked if tp in self._parts]
+        if not parts:
+            return
+        began = time.monotonic()
+        drained = await self._drain(parts, began + self._revoke_timeout_s)
+        await self.commit_done(parts)
+        left = sum(part.tracker.pending for part in parts)
+        for part in parts:
+            part.active = False
+            self._parts.pop(part.tp, None)
+            self._metrics.forget_partition(part.tp.topic, part.tp.partition)
+        log.info(
+            "partitions_revoked",
+            partitions=_names(revoked),
+            drained=drained,
+            left_uncommitted=left,
+            duration_ms=round((time.monotonic() - began) * 1000),
+        )
+
+    async def _drain(self, parts: Sequence[PartitionState], deadline: float) -> bool:
+        """Send what is buffered for `parts` and wait until they are done or the deadline."""
+        for part in parts:
+            part.draining = True
+        batch = self._batcher.flush()
+        if batch is not None:
+            self._dispatch(batch)
+        while self._tasks and any(part.tracker.pending for part in parts):
+            if self.fatal is not None:
+                return False
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            self._progress.clear()
+            try:
+                await asyncio.wait_for(self._progress.wait(), remaining)
+            except TimeoutError:
+                return False
+        return True
+
+    def stop_consuming(self) -> None:
+        """Stop fetching; batch tasks finish their current attempt and start no retry."""
+        self._stopping = True
+
+    async def drain_all(self, deadline: float) -> bool:
+        """Shutdown: send what is buffered, wait for in-flight work, commit what is done."""
+        self.stop_consuming()
+        drained = await self._drain(list(self._parts.values()), deadline)
+        if self.fatal is None:
+            await self.commit_done()
+        return drained
+
+    async def cancel_tasks(self) -> None:
+        """Cancel batch tasks still running (their records stay uncommitted)."""
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def _names(tps: set[TopicPartition]) -> list[str]:
+    return sorted(f"{tp.topic}/{tp.partition}" for tp in tps)

@@ -1,0 +1,409 @@
+"""Configuration: lookup order, env overrides, validation messages, secrets kept secret."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from streamstop.config import ConfigError, Settings, load_settings, render_effective
+
+TOKEN = "Zm9vYmFyLURJU1RJTkNUSVZFLXRva2Vu"
+TOKEN_ENV = {"STREAMSTOP_API__TOKEN": TOKEN}
+SHIPPED = Path(__file__).resolve().parent.parent / "config" / "streamstop.toml"
+
+
+@pytest.fixture(autouse=True)
+def _empty_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The repository's own ./config/streamstop.toml must not leak into these tests.
+    monkeypatch.chdir(tmp_path)
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def problems_of(path: str | None, env: dict[str, str]) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path, env)
+    return caught.value.problems
+
+
+def test_built_in_defaults_follow_the_spec() -> None:
+    settings = load_settings(None, TOKEN_ENV)
+
+    assert settings.kafka.bootstrap_servers == "localhost:9092"
+    assert settings.kafka.input_topic == "message-cancel-requests"
+    assert settings.kafka.output_topic == "message-stop-results"
+    assert settings.kafka.dlq_topic == ""
+    assert settings.kafka.group_id == "streamstop"
+    assert settings.kafka.auto_offset_reset == "earliest"
+    assert settings.kafka.security_protocol == "PLAINTEXT"
+    assert settings.batch.max_size == 10_000
+    assert settings.batch.max_wait_ms == 500
+    assert settings.batch.max_in_flight == 4
+    assert settings.batch.max_pending == 100_000
+    assert settings.batch.max_record_age_s == 0
+    assert settings.api.url == "https://direct.revicom.ltd/api/v1/message/stop"
+    assert settings.api.timeout_s == 10
+    assert settings.api.max_requests_per_second == 0
+    assert (settings.retry.initial_backoff_ms, settings.retry.max_backoff_ms) == (200, 30_000)
+    assert settings.retry.deadline_s == 600
+    assert settings.delivery.guarantee == "at_least_once"
+    assert settings.observability.log_level == "info"
+    assert settings.observability.log_format == "json"
+    assert settings.observability.http_port == 9090
+    assert settings.lifecycle.shutdown_timeout_s == 25
+    assert settings.lifecycle.revoke_timeout_s == 20
+    assert settings.api_token() == TOKEN
+    assert settings.sasl_password_value() is None
+
+
+def test_shipped_file_holds_exactly_the_defaults() -> None:
+    shipped = load_settings(str(SHIPPED), TOKEN_ENV)
+
+    assert shipped == load_settings(None, TOKEN_ENV)
+    assert json.loads(render_effective(shipped)).keys() == Settings.model_fields.keys()
+
+
+def test_shipped_file_alone_only_lacks_the_token() -> None:
+    assert problems_of(str(SHIPPED), {}) == [
+        "api.token: one of api.token or api.token_file is required"
+    ]
+
+
+def test_environment_beats_the_file(tmp_path: Path) -> None:
+    config = write(tmp_path / "c.toml", '[kafka]\ngroup_id = "from-file"\n[batch]\nmax_size = 5\n')
+
+    settings = load_settings(
+        str(config),
+        {
+            **TOKEN_ENV,
+            "STREAMSTOP_KAFKA__GROUP_ID": "from-env",
+            "STREAMSTOP_BATCH__MAX_WAIT_MS": "7",
+        },
+    )
+
+    assert settings.kafka.group_id == "from-env"
+    assert settings.batch.max_size == 5
+    assert settings.batch.max_wait_ms == 7
+
+
+def test_environment_names_are_case_insensitive() -> None:
+    settings = load_settings(None, {"streamstop_api__token": TOKEN})
+
+    assert settings.api_token() == TOKEN
+
+
+def test_file_lookup_order(tmp_path: Path) -> None:
+    def group(name: str) -> str:
+        return f'[kafka]\ngroup_id = "{name}"\n'
+
+    explicit = write(tmp_path / "explicit.toml", group("explicit"))
+    from_env = write(tmp_path / "env.toml", group("env"))
+    env = {**TOKEN_ENV, "STREAMSTOP_CONFIG": str(from_env)}
+
+    assert load_settings(None, TOKEN_ENV).kafka.group_id == "streamstop"
+    write(tmp_path / "config" / "streamstop.toml", group("cwd"))
+    assert load_settings(None, TOKEN_ENV).kafka.group_id == "cwd"
+    assert load_settings(None, env).kafka.group_id == "env"
+    assert load_settings(str(explicit), env).kafka.group_id == "explicit"
+
+
+@pytest.mark.parametrize(
+    ("path", "env"),
+    [
+        ("missing.toml", TOKEN_ENV),
+        (None, {**TOKEN_ENV, "STREAMSTOP_CONFIG": "missing.toml"}),
+    ],
+)
+def test_a_named_file_that_does_not_exist_is_an_error(
+    path: str | None, env: dict[str, str]
+) -> None:
+    assert problems_of(path, env) == ["config file missing.toml: does not exist"]
+
+
+def test_unknown_keys_in_the_file_are_named(tmp_path: Path) -> None:
+    config = write(tmp_path / "c.toml", '[kafka]\nbootstrap = "x:1"\n[bogus]\nkey = 1\n')
+
+    problems = problems_of(str(config), TOKEN_ENV)
+
+    assert sorted(problem.split(":")[0] for problem in problems) == ["bogus", "kafka.bootstrap"]
+
+
+@pytest.mark.parametrize(
+    ("variable", "key"),
+    [("STREAMSTOP_KAFKA__NOPE", "kafka.nope"), ("STREAMSTOP_BOGUS__KEY", "bogus")],
+)
+def test_unknown_keys_in_the_environment_are_named(variable: str, key: str) -> None:
+    [problem] = problems_of(None, {**TOKEN_ENV, variable: "1"})
+
+    assert problem.startswith(f"{key}: unknown")
+    assert variable in problem
+
+
+def test_prefixed_variables_without_double_underscore_are_ignored(tmp_path: Path) -> None:
+    config = write(tmp_path / "c.toml", "")
+    env = {
+        **TOKEN_ENV,
+        "STREAMSTOP_CONFIG": str(config),
+        "STREAMSTOP_SERVICE_HOST": "10.0.0.1",
+        "STREAMSTOP_PORT_9090_TCP": "tcp://10.0.0.1:9090",
+    }
+
+    assert load_settings(None, env) == load_settings(None, TOKEN_ENV)
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value"),
+    [
+        ("batch", "max_size", "0"),
+        ("batch", "max_size", "10001"),
+        ("batch", "max_size", "ten"),
+        ("batch", "max_wait_ms", "0"),
+        ("batch", "max_in_flight", "0"),
+        ("batch", "max_pending", "-1"),
+        ("batch", "max_record_age_s", "-1"),
+        ("kafka", "auto_offset_reset", "middle"),
+        ("kafka", "security_protocol", "TLS"),
+        ("kafka", "sasl_mechanism", "GSSAPI"),
+        ("kafka", "bootstrap_servers", "localhost"),
+        ("kafka", "output_topic", "message-cancel-requests"),
+        ("kafka", "input_topic", "bad topic"),
+        ("api", "url", "ftp://example.com/stop"),
+        ("api", "url", "https://user:pw@example.com/stop"),
+        ("api", "timeout_s", "-1"),
+        ("api", "timeout_s", "nan"),
+        ("api", "max_requests_per_second", "-0.5"),
+        ("retry", "max_backoff_ms", "100"),
+        ("retry", "deadline_s", "0"),
+        ("observability", "log_level", "verbose"),
+        ("observability", "log_format", "xml"),
+        ("observability", "http_port", "65536"),
+        ("lifecycle", "shutdown_timeout_s", "0"),
+    ],
+)
+def test_bad_values_are_rejected_naming_the_key(section: str, key: str, value: str) -> None:
+    variable = f"STREAMSTOP_{section.upper()}__{key.upper()}"
+
+    [problem] = problems_of(None, {**TOKEN_ENV, variable: value})
+
+    assert problem.startswith(f"{section}.{key}: ")
+
+
+def test_bad_values_in_the_file_name_the_key_and_the_file(tmp_path: Path) -> None:
+    config = write(tmp_path / "c.toml", "[batch]\nmax_size = 10001\n")
+
+    assert problems_of(str(config), TOKEN_ENV) == [
+        f"batch.max_size: must be less than or equal to 10000 (from {config})"
+    ]
+
+
+def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
+    config = write(tmp_path / "c.toml", '[batch]\nmax_size = 0\n[api]\nurl = "nope"\n')
+
+    problems = problems_of(str(config), {"STREAMSTOP_OBSERVABILITY__LOG_FORMAT": "xml"})
+
+    assert [p.split(":")[0] for p in problems] == [
+        "batch.max_size",
+        "api.url",
+        "observability.log_format",
+    ]
+
+
+def test_enumerations_accept_any_case() -> None:
+    env = {
+        **TOKEN_ENV,
+        "STREAMSTOP_OBSERVABILITY__LOG_LEVEL": "WARNING",
+        "STREAMSTOP_KAFKA__AUTO_OFFSET_RESET": "Latest",
+    }
+
+    settings = load_settings(None, env)
+
+    assert settings.observability.log_level == "warning"
+    assert settings.kafka.auto_offset_reset == "latest"
+
+
+def test_exactly_once_is_rejected_for_now() -> None:
+    env = {**TOKEN_ENV, "STREAMSTOP_DELIVERY__GUARANTEE": "exactly_once"}
+
+    [problem] = problems_of(None, env)
+
+    assert problem.startswith("delivery.guarantee: exactly_once is not supported yet")
+
+
+def test_toml_syntax_error_names_file_and_line(tmp_path: Path) -> None:
+    config = write(tmp_path / "c.toml", "[batch]\nmax_size = = 3\n")
+
+    [problem] = problems_of(str(config), TOKEN_ENV)
+
+    assert str(config) in problem
+    assert "line 2" in problem
+
+
+@pytest.mark.parametrize(
+    "toml",
+    [
+        f'[api]\ntoken = {{ value = "{TOKEN}" }}\n',
+        f'[api]\ntoken = ["{TOKEN}"]\n',
+        f'[api]\ntoken = "{TOKEN} with spaces"\n',
+        f'[api]\ntoken = "{TOKEN}\n',
+        f'[api]\ntokne = "{TOKEN}"\n',
+        f'[kafka]\nsasl_password = {{ p = "{TOKEN}" }}\n',
+        f'api = "{TOKEN}"\n',
+    ],
+)
+def test_a_bad_secret_never_appears_in_errors(tmp_path: Path, toml: str) -> None:
+    config = write(tmp_path / "c.toml", toml)
+
+    with pytest.raises(ConfigError) as caught:
+        load_settings(str(config), {})
+
+    assert TOKEN not in "\n".join(caught.value.problems)
+    assert TOKEN not in str(caught.value)
+    assert TOKEN not in repr(caught.value)
+    # A ValidationError keeps the input; it must not ride along as the context.
+    assert not isinstance(caught.value.__context__, ValidationError)
+
+
+def test_a_bad_secret_from_the_environment_never_appears_in_errors() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(None, {"STREAMSTOP_API__TOKEN": f"{TOKEN}\r\nX-Evil: 1"})
+
+    [problem] = caught.value.problems
+    assert problem.startswith("api.token: ")
+    assert TOKEN not in str(caught.value)
+
+
+def test_secrets_are_masked_in_output_and_repr(tmp_path: Path) -> None:
+    password = "S3cr3t-DISTINCTIVE-password"
+    env = {
+        **TOKEN_ENV,
+        "STREAMSTOP_KAFKA__SECURITY_PROTOCOL": "SASL_SSL",
+        "STREAMSTOP_KAFKA__SASL_USERNAME": "svc",
+        "STREAMSTOP_KAFKA__SASL_PASSWORD": password,
+    }
+
+    settings = load_settings(None, env)
+    shown = json.loads(render_effective(settings))
+
+    assert shown["api"]["token"] == "***"
+    assert shown["kafka"]["sasl_password"] == "***"
+    assert shown["api"]["token_file"] == ""
+    for text in (render_effective(settings), repr(settings), str(settings)):
+        assert TOKEN not in text
+        assert password not in text
+    assert settings.sasl_password_value() == password
+
+
+def test_token_file_is_stripped_and_read_again_after_a_change(tmp_path: Path) -> None:
+    secret = write(tmp_path / "token", f"  {TOKEN}\n")
+    settings = load_settings(None, {"STREAMSTOP_API__TOKEN_FILE": str(secret)})
+
+    assert settings.api_token() == TOKEN
+    secret.write_text("rotated-token\n")
+    assert settings.api_token() == "rotated-token"
+    assert json.loads(render_effective(settings))["api"]["token_file"] == str(secret)
+    assert TOKEN not in render_effective(settings)
+
+
+def test_sasl_password_file_is_stripped(tmp_path: Path) -> None:
+    secret = write(tmp_path / "password", "pass word\n\n")
+    settings = load_settings(
+        None, {**TOKEN_ENV, "STREAMSTOP_KAFKA__SASL_PASSWORD_FILE": str(secret)}
+    )
+
+    assert settings.sasl_password_value() == "pass word"
+
+
+@pytest.mark.parametrize("content", [None, "", "  \n"])
+def test_unreadable_or_empty_token_file_is_an_error(tmp_path: Path, content: str | None) -> None:
+    secret = tmp_path / "token"
+    if content is not None:
+        secret.write_text(content)
+
+    [problem] = problems_of(None, {"STREAMSTOP_API__TOKEN_FILE": str(secret)})
+
+    assert problem.startswith("api.token_file: ")
+    assert str(secret) in problem
+
+
+def test_token_file_removed_after_start_is_a_config_error(tmp_path: Path) -> None:
+    secret = write(tmp_path / "token", TOKEN)
+    settings = load_settings(None, {"STREAMSTOP_API__TOKEN_FILE": str(secret)})
+    secret.unlink()
+
+    with pytest.raises(ConfigError) as caught:
+        settings.api_token()
+
+    assert caught.value.problems[0].startswith("api.token_file: cannot read")
+
+
+@pytest.mark.parametrize(("secret_key", "section"), [("token", "api"), ("sasl_password", "kafka")])
+def test_a_secret_and_its_file_together_is_an_error(
+    tmp_path: Path, secret_key: str, section: str
+) -> None:
+    secret = write(tmp_path / "secret", "other")
+    config = write(
+        tmp_path / "c.toml",
+        f'[{section}]\n{secret_key} = "{TOKEN}"\n{secret_key}_file = "{secret}"\n',
+    )
+
+    [problem] = problems_of(str(config), TOKEN_ENV if section == "kafka" else {})
+
+    assert problem.startswith(f"{section}.{secret_key}_file: set either")
+    assert TOKEN not in problem
+
+
+def test_sasl_needs_a_username_and_a_password() -> None:
+    problems = problems_of(None, {**TOKEN_ENV, "STREAMSTOP_KAFKA__SECURITY_PROTOCOL": "sasl_ssl"})
+
+    assert [p.split(":")[0] for p in problems] == ["kafka.sasl_username", "kafka.sasl_password"]
+
+
+def _check_config(cwd: Path, *args: str, env: dict[str, str] | None = None) -> Any:
+    clean = {k: v for k, v in os.environ.items() if not k.upper().startswith("STREAMSTOP_")}
+    return subprocess.run(
+        [sys.executable, "-m", "streamstop", "check-config", *args],
+        cwd=cwd,
+        env={**clean, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_check_config_succeeds_with_masked_token(tmp_path: Path) -> None:
+    config = write(tmp_path / "c.toml", "[batch]\nmax_size = 250\n")
+
+    done = _check_config(tmp_path, "--config", str(config), env=TOKEN_ENV)
+
+    assert done.returncode == 0, done.stderr
+    shown = json.loads(done.stdout)
+    assert shown["batch"]["max_size"] == 250
+    assert shown["api"]["token"] == "***"
+    assert TOKEN not in done.stdout + done.stderr
+
+
+def test_check_config_reports_one_line_per_problem(tmp_path: Path) -> None:
+    config = write(
+        tmp_path / "c.toml",
+        f'[batch]\nmax_size = 0\n[api]\ntoken = {{ t = "{TOKEN}" }}\nnope = 1\n',
+    )
+
+    done = _check_config(tmp_path, "--config", str(config))
+
+    assert done.returncode == 2
+    assert done.stdout == ""
+    lines = done.stderr.splitlines()
+    assert [line.split(": ")[2] for line in lines] == ["batch.max_size", "api.token", "api.nope"]
+    assert TOKEN not in done.stderr

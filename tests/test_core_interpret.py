@@ -1,0 +1,252 @@
+"""What a stop API response means for each requested uuid."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from email.utils import format_datetime
+
+import orjson
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from multidict import CIMultiDict
+
+from streamstop.core.interpret import (
+    MAX_RETRY_AFTER_S,
+    ConfigError,
+    Final,
+    Interpretation,
+    Kind,
+    Retry,
+    Split,
+    interpret_response,
+    parse_retry_after,
+    status_for_code,
+)
+
+A = "2a28d557-22a1-4be6-8908-1481723043dd"
+B = "811c27e3-3bc4-406a-9fcd-44435a8208da"
+C = "cc46e6b6-2d77-4457-aa81-c17a027721d3"
+NOW = 1_767_323_045.0  # 2026-01-02T03:04:05Z
+
+
+def items_body(*items: tuple[str, object], errors: object = True) -> bytes:
+    return orjson.dumps(
+        {"errors": errors, "items": [{"messageUuid": u, "code": c} for u, c in items]}
+    )
+
+
+def interpret(status: int, body: bytes, requested: list[str], **headers: str) -> Interpretation:
+    return interpret_response(status, headers, body, requested, NOW)
+
+
+def test_the_documented_answer_gives_each_uuid_its_code() -> None:
+    body = items_body((A, 200), (B, 403), (C, 404), ("063464ec-a34f-4558-90c5-984395000001", 202))
+    verdict = interpret(200, body, [A, B, C])
+    assert verdict.kind is Kind.ITEMS
+    assert verdict.codes == {A: 200, B: 403, C: 404}
+    assert verdict.missing == []
+    assert verdict.outcomes([A, B, C]) == {A: Final(200), B: Final(403), C: Final(404)}
+
+
+def test_uuids_match_case_insensitively_and_the_first_item_wins() -> None:
+    body = items_body((A.upper(), 202), (A, 200), (B.upper(), 404))
+    verdict = interpret(201, body, [A, B.upper()])
+    assert verdict.codes == {A: 202, B: 404}
+    assert verdict.outcomes([A, B.upper()]) == {A: Final(202), B.upper(): Final(404)}
+
+
+def test_uuids_missing_from_the_answer_are_retried() -> None:
+    verdict = interpret(200, items_body((B, 200)), [A, B, C, A])
+    assert verdict.kind is Kind.ITEMS
+    assert verdict.missing == [A, C]
+    outcomes = verdict.outcomes([A, B, C])
+    assert outcomes[B] == Final(200)
+    assert outcomes[A] == outcomes[C] == Retry("missing from the response")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        orjson.dumps({"items": [{"messageUuid": A, "code": 200}]}),
+        items_body((A, 200), errors=False),
+        orjson.dumps({"errors": False, "items": [{"messageUuid": A, "code": 200, "x": 1}], "y": 2}),
+        items_body((A, 999)),
+    ],
+)
+def test_documented_shape_variants_are_accepted(body: bytes) -> None:
+    assert interpret(200, body, [A]).kind is Kind.ITEMS
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        b"<html><body>502 Bad Gateway</body></html>",
+        b"[]",
+        orjson.dumps({"errors": False}),
+        orjson.dumps({"items": {"messageUuid": A, "code": 200}}),
+        orjson.dumps({"items": [[A, 200]]}),
+        orjson.dumps({"items": [{"messageUuid": A}]}),
+        items_body((A, True)),
+        items_body((A, "200")),
+        items_body((A, 200.0)),
+        items_body((A, 200), (None, 200)),  # type: ignore[arg-type]
+        items_body((A, 200), errors="yes"),
+    ],
+)
+def test_a_2xx_body_not_of_the_documented_shape_is_retried(body: bytes) -> None:
+    verdict = interpret(200, body, [A, B])
+    assert verdict.kind is Kind.RETRY
+    assert verdict.reason == "HTTP 200 with a body not of the documented shape"
+    assert verdict.outcomes([A, B]) == dict.fromkeys([A, B], Retry(verdict.reason))
+
+
+@pytest.mark.parametrize("status", [408, 429, 500, 502, 503, 504, 599])
+def test_transient_statuses_are_retried(status: int) -> None:
+    verdict = interpret(status, b"<html>busy</html>", [A])
+    assert (verdict.kind, verdict.reason) == (Kind.RETRY, f"HTTP {status}")
+
+
+@pytest.mark.parametrize("status", [100, 301, 302, 304, 401, 403, 404, 405, 409, 451, 600])
+def test_other_statuses_are_configuration_errors(status: int) -> None:
+    verdict = interpret(status, b'{"message": "Basic c2VjcmV0 is wrong"}', [A, B])
+    assert (verdict.kind, verdict.reason) == (Kind.CONFIG_ERROR, f"HTTP {status}")
+    assert verdict.outcomes([A, B]) == dict.fromkeys([A, B], ConfigError(f"HTTP {status}"))
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "reason"),
+    [
+        (400, b'{"message": "invalid uuid x"}', "HTTP 400: invalid uuid x"),
+        (413, b'{"error": "too many uuids", "message": 5}', "HTTP 413: too many uuids"),
+        (422, b'{"detail": "bad\\n\\tinput\\u0007\\u202e!"}', "HTTP 422: bad input !"),
+        (400, b"Bad request:\r\n uuid\x00 missing ", "HTTP 400: Bad request: uuid missing"),
+        (400, b'{"message": "  "}', 'HTTP 400: {"message": " "}'),
+        (400, b"", "HTTP 400"),
+        (400, b"\xff\xfe oops", "HTTP 400: \ufffd\ufffd oops"),
+    ],
+)
+def test_rejected_requests_are_split_with_the_apis_reason(
+    status: int, body: bytes, reason: str
+) -> None:
+    verdict = interpret(status, body, [A])
+    assert (verdict.kind, verdict.reason) == (Kind.SPLIT, reason)
+    assert verdict.outcomes([A]) == {A: Split(reason)}
+
+
+def test_a_long_rejection_message_is_truncated() -> None:
+    verdict = interpret(400, orjson.dumps({"message": "x" * 10_000}), [A])
+    assert verdict.reason.startswith("HTTP 400: xxx")
+    assert len(verdict.reason) <= len("HTTP 400: ") + 200
+    huge_html = b"<html>" + b"y" * 1_000_000 + b"</html>"
+    assert len(interpret(413, huge_html, [A]).reason) <= len("HTTP 413: ") + 200
+
+
+def test_retry_after_is_read_in_seconds_or_as_an_http_date() -> None:
+    in_90s = format_datetime(datetime.fromtimestamp(NOW + 90, UTC), usegmt=True)
+    assert interpret(429, b"", [A], **{"Retry-After": "120"}).retry_after_s == 120.0
+    assert interpret(503, b"", [A], **{"retry-after": " 7 "}).retry_after_s == 7.0
+    assert interpret(503, b"", [A], **{"RETRY-AFTER": in_90s}).retry_after_s == 90.0
+    multi = CIMultiDict({"Retry-After": "3"})
+    assert interpret_response(429, multi, b"", [A], NOW).retry_after_s == 3.0
+    assert interpret(200, items_body((A, 200)), [A], **{"Retry-After": "1"}).retry_after_s == 1.0
+    assert interpret(429, b"", [A]).retry_after_s is None
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("0", 0.0),
+        ("1.5", 1.5),
+        ("99999999999999999999999", MAX_RETRY_AFTER_S),
+        ("Fri, 02 Jan 2026 03:04:15 GMT", 10.0),
+        ("Friday, 02-Jan-26 03:04:15 GMT", 10.0),
+        ("Fri Jan  2 03:04:15 2026", 10.0),
+        ("Fri, 02 Jan 2026 03:04:15 -0000", 10.0),
+        ("Thu, 01 Jan 2026 00:00:00 GMT", 0.0),
+        ("Sat, 02 Jan 2100 00:00:00 GMT", MAX_RETRY_AFTER_S),
+        ("-5", None),
+        ("soon", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_parse_retry_after(value: str | None, expected: float | None) -> None:
+    assert parse_retry_after(value, NOW) == expected
+
+
+@given(st.text(max_size=40))
+def test_any_retry_after_parses_without_raising(value: str) -> None:
+    seconds = parse_retry_after(value, NOW)
+    assert seconds is None or 0.0 <= seconds <= MAX_RETRY_AFTER_S
+
+
+def test_status_for_code() -> None:
+    assert [status_for_code(c) for c in (200, 202, 403, 404, 500, 0)] == [
+        "stopped",
+        "stop_uncertain",
+        "already_sent",
+        "not_found",
+        "unknown_code",
+        "unknown_code",
+    ]
+
+
+uuids = st.uuids().map(str)
+items = st.lists(
+    st.tuples(uuids | st.sampled_from([A, A.upper(), B, C.upper()]), st.integers(0, 999)),
+    max_size=8,
+)
+bodies = st.one_of(
+    st.binary(max_size=60),
+    items.map(lambda pairs: items_body(*pairs)),
+    st.builds(lambda pairs, junk: items_body(*pairs)[:junk], items, st.integers(0, 80)),
+)
+
+
+@given(
+    st.integers(0, 700),
+    bodies,
+    st.lists(uuids | st.sampled_from([A, B, C, A.upper()]), max_size=6),
+)
+def test_every_requested_uuid_gets_exactly_one_outcome(
+    status: int, body: bytes, requested: list[str]
+) -> None:
+    verdict = interpret(status, body, requested)
+    outcomes = verdict.outcomes(requested)
+    assert list(outcomes) == list(dict.fromkeys(requested))
+    lowered = {u.lower() for u in requested}
+    if verdict.kind is Kind.ITEMS:
+        assert 200 <= status < 300
+        assert set(verdict.codes).isdisjoint(verdict.missing)
+        assert set(verdict.codes) | set(verdict.missing) == lowered
+    else:
+        assert verdict.codes == {}
+        assert verdict.missing == []
+        assert verdict.reason.startswith(f"HTTP {status}")
+
+
+@given(st.lists(st.tuples(st.booleans(), st.integers(0, 999)), min_size=1, max_size=30))
+def test_returned_codes_follow_the_first_item_per_uuid(answers: list[tuple[bool, int]]) -> None:
+    requested = [A, B]
+    pairs = [
+        ((A if i % 2 else B).upper() if upper else (A if i % 2 else B), code)
+        for i, (upper, code) in enumerate(answers)
+    ]
+    verdict = interpret(200, items_body(*pairs), requested)
+    expected: dict[str, int] = {}
+    for uuid, code in pairs:
+        expected.setdefault(uuid.lower(), code)
+    assert verdict.codes == expected
+
+
+def test_a_full_batch_answer_is_cheap_to_interpret() -> None:
+    requested = [f"{i:08x}-0000-4000-8000-000000000000" for i in range(10_000)]
+    body = items_body(*((u.upper(), 200) for u in requested))
+    started = time.perf_counter()
+    verdict = interpret(200, body, requested)
+    elapsed = time.perf_counter() - started
+    assert len(verdict.codes) == 10_000
+    assert elapsed < 0.5  # about 10 ms in practice; generous for a loaded CI machine

@@ -1,0 +1,125 @@
+"""Offset commits: never past an unfinished record, whatever order records finish in."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from streamstop.core.offsets import OffsetTracker
+
+
+def tracker_with(*offsets: int) -> OffsetTracker:
+    tracker = OffsetTracker()
+    for offset in offsets:
+        tracker.add(offset)
+    return tracker
+
+
+def test_nothing_to_commit_until_the_first_record_is_done() -> None:
+    tracker = OffsetTracker()
+    assert tracker.commit_point() is None
+    tracker = tracker_with(10, 11, 12)
+    assert tracker.pending == 3
+    assert tracker.commit_point() is None
+    tracker.done(11)
+    assert tracker.commit_point() is None
+    tracker.done(10)
+    assert tracker.commit_point() == 12
+    tracker.done(12)
+    assert tracker.commit_point() == 13
+    assert tracker.pending == 0
+
+
+def test_gaps_in_offsets_are_followed_by_record_not_by_offset() -> None:
+    tracker = tracker_with(5, 9, 20)
+    tracker.done(5)
+    assert tracker.commit_point() == 9
+    tracker.done(20)
+    assert tracker.commit_point() == 9
+    tracker.done(9)
+    assert tracker.commit_point() == 21
+
+
+def test_a_commit_point_is_offered_once_until_it_moves() -> None:
+    tracker = tracker_with(0, 1, 2)
+    tracker.done(0)
+    assert tracker.commit_point() == 1
+    tracker.mark_committed(1)
+    assert tracker.commit_point() is None
+    tracker.done(1)
+    assert tracker.commit_point() == 2
+    tracker.mark_committed(2)
+    tracker.mark_committed(2)
+    with pytest.raises(ValueError, match="behind"):
+        tracker.mark_committed(1)
+
+
+def test_misuse_is_refused() -> None:
+    tracker = tracker_with(3, 4)
+    with pytest.raises(ValueError, match="not after"):
+        tracker.add(4)
+    with pytest.raises(ValueError, match="not after"):
+        tracker.add(2)
+    with pytest.raises(KeyError):
+        tracker.done(7)
+    tracker.done(3)
+    with pytest.raises(KeyError):
+        tracker.done(3)
+    assert tracker.pending == 1
+
+
+@st.composite
+def schedules(draw: st.DrawFn) -> tuple[list[int], list[tuple[str, int]]]:
+    """Offsets with gaps, and an interleaving of adds, dones (any order) and commits."""
+    gaps = draw(st.lists(st.integers(1, 4), min_size=1, max_size=40))
+    start = draw(st.integers(0, 1_000))
+    offsets = [start + sum(gaps[: i + 1]) for i in range(len(gaps))]
+    events: list[tuple[str, int]] = []
+    waiting: list[int] = []
+    remaining = list(offsets)
+    while remaining or waiting:
+        if remaining and (not waiting or draw(st.booleans())):
+            offset = remaining.pop(0)
+            waiting.append(offset)
+            events.append(("add", offset))
+        else:
+            index = draw(st.integers(0, len(waiting) - 1))
+            events.append(("done", waiting.pop(index)))
+        if draw(st.booleans()):
+            events.append(("commit", 0))
+    return offsets, events
+
+
+@settings(max_examples=400)
+@given(schedules())
+def test_the_commit_point_never_passes_an_unfinished_record(
+    schedule: tuple[list[int], list[tuple[str, int]]],
+) -> None:
+    offsets, events = schedule
+    tracker = OffsetTracker()
+    consumed: list[int] = []
+    finished: set[int] = set()
+    committed = offsets[0]
+    for kind, offset in events:
+        if kind == "add":
+            tracker.add(offset)
+            consumed.append(offset)
+        elif kind == "done":
+            tracker.done(offset)
+            finished.add(offset)
+        point = tracker.commit_point()
+        unfinished = [o for o in consumed if o not in finished]
+        safe = unfinished[0] if unfinished else consumed[-1] + 1 if consumed else None
+        if point is not None:
+            # Exactly the first unfinished record (or past the last), and forward only.
+            assert point == safe
+            assert point > committed
+            if kind == "commit":
+                tracker.mark_committed(point)
+                committed = point
+        else:
+            assert safe is None or safe <= committed
+        assert tracker.pending == len(unfinished)
+    final = tracker.commit_point()
+    assert (final if final is not None else committed) == offsets[-1] + 1

@@ -1,0 +1,144 @@
+"""Result events: every SPEC field, always present, timestamps in the documented format."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+
+import orjson
+from hypothesis import given
+from hypothesis import strategies as st
+
+from streamstop.core.results import Status, build_result, format_timestamp
+
+FIELDS = [
+    "schemaVersion",
+    "messageUuid",
+    "status",
+    "code",
+    "error",
+    "requestId",
+    "source",
+    "batchId",
+    "attempts",
+    "receivedAt",
+    "completedAt",
+]
+TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z")
+
+
+def test_a_stopped_result_carries_every_field() -> None:
+    value = build_result(
+        uuid="2a28d557-22a1-4be6-8908-1481723043dd",
+        status=Status.STOPPED,
+        code=200,
+        error=None,
+        request_id="req-1",
+        topic="message-cancel-requests",
+        partition=3,
+        offset=42,
+        batch_id="b-7",
+        attempts=2,
+        received_at=1_767_323_045.678,
+        completed_at=1_767_323_046.5,
+    )
+    assert orjson.loads(value) == {
+        "schemaVersion": 1,
+        "messageUuid": "2a28d557-22a1-4be6-8908-1481723043dd",
+        "status": "stopped",
+        "code": 200,
+        "error": None,
+        "requestId": "req-1",
+        "source": {"topic": "message-cancel-requests", "partition": 3, "offset": 42},
+        "batchId": "b-7",
+        "attempts": 2,
+        "receivedAt": "2026-01-02T03:04:05.678Z",
+        "completedAt": "2026-01-02T03:04:06.500Z",
+    }
+
+
+def test_an_invalid_result_keeps_its_nulls() -> None:
+    value = build_result(
+        uuid=None,
+        status=Status.INVALID,
+        code=None,
+        error="not UTF-8",
+        request_id=None,
+        topic="in",
+        partition=0,
+        offset=0,
+        batch_id=None,
+        attempts=0,
+        received_at=0.0,
+        completed_at=0.0,
+    )
+    assert b'"messageUuid":null' in value
+    decoded = orjson.loads(value)
+    assert list(decoded) == FIELDS
+    assert decoded["status"] == "invalid"
+    assert decoded["receivedAt"] == "1970-01-01T00:00:00.000Z"
+
+
+@given(
+    uuid=st.none() | st.uuids().map(str),
+    status=st.sampled_from(Status),
+    code=st.none() | st.integers(-(2**31), 2**31),
+    error=st.none() | st.text(max_size=20),
+    request_id=st.none() | st.text(max_size=20),
+    batch_id=st.none() | st.text(max_size=10),
+    received_at=st.floats(0, 4e9),
+)
+def test_every_field_is_always_present(
+    uuid: str | None,
+    status: Status,
+    code: int | None,
+    error: str | None,
+    request_id: str | None,
+    batch_id: str | None,
+    received_at: float,
+) -> None:
+    value = build_result(
+        uuid=uuid,
+        status=status,
+        code=code,
+        error=error,
+        request_id=request_id,
+        topic="in",
+        partition=1,
+        offset=9,
+        batch_id=batch_id,
+        attempts=1,
+        received_at=received_at,
+        completed_at=received_at + 0.25,
+    )
+    decoded = orjson.loads(value)
+    assert list(decoded) == FIELDS
+    assert (decoded["messageUuid"], decoded["status"], decoded["code"]) == (uuid, status, code)
+    assert (decoded["error"], decoded["requestId"], decoded["batchId"]) == (
+        error,
+        request_id,
+        batch_id,
+    )
+    assert TIMESTAMP.fullmatch(decoded["receivedAt"])
+    assert TIMESTAMP.fullmatch(decoded["completedAt"])
+
+
+@given(st.floats(0, 4e9))
+def test_timestamps_match_datetime_to_the_millisecond(epoch_s: float) -> None:
+    expected = datetime.fromtimestamp(epoch_s, UTC).isoformat(timespec="milliseconds")
+    assert format_timestamp(epoch_s) == expected.replace("+00:00", "Z")
+
+
+def test_statuses_are_the_spec_strings() -> None:
+    assert sorted(Status) == sorted(
+        [
+            "stopped",
+            "stop_uncertain",
+            "already_sent",
+            "not_found",
+            "unknown_code",
+            "invalid",
+            "expired",
+            "failed",
+        ]
+    )

@@ -1,0 +1,404 @@
+"""The Helm chart, rendered by a real helm and checked offline: what an operator relies on.
+
+Every values file in helm/streamstop/ci/ must lint (`--strict`) and render objects that
+pass the Kubernetes schemas of two versions; the remaining tests assert behaviour: config
+rollouts, autoscaling exclusivity, where secrets live, probes, hardening, the daemon
+accepting the rendered config, and alerts and dashboard using metrics the daemon exposes.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from k8s_validate import (
+    CHART,
+    CRD_ALLOWLIST,
+    KUBE_VERSIONS,
+    REPO,
+    Manifest,
+    RenderError,
+    alert_rules,
+    build_helm,
+    chart_metric_names,
+    find,
+    lint,
+    one,
+    render,
+    schema_problems,
+)
+
+from streamstop.config import Settings, load_settings
+from streamstop.metrics import Metrics
+
+CI_VALUES = sorted((CHART / "ci").glob("*.yaml"))
+DEFAULT = CHART / "ci" / "default-values.yaml"
+KEDA = CHART / "ci" / "keda-values.yaml"
+HPA = CHART / "ci" / "hpa-values.yaml"
+ALL_ON = CHART / "ci" / "all-on-values.yaml"
+INLINE_TOKEN = "inline-T0ken-for-chart-tests"
+# Secret keys the chart owns: the daemon reads them from mounted files, never from values.
+SECRET_KEYS = {"api": {"token", "token_file"}, "kafka": {"sasl_password", "sasl_password_file"}}
+
+
+@pytest.fixture(scope="session")
+def helm() -> Path:
+    """The pinned helm binary; building it is part of the test, never a reason to skip."""
+    return build_helm()
+
+
+def _container(objects: list[Manifest]) -> dict[str, Any]:
+    containers: list[dict[str, Any]] = one(objects, "Deployment")["spec"]["template"]["spec"][
+        "containers"
+    ]
+    assert len(containers) == 1
+    return containers[0]
+
+
+def _pod_spec(objects: list[Manifest]) -> dict[str, Any]:
+    spec: dict[str, Any] = one(objects, "Deployment")["spec"]["template"]["spec"]
+    return spec
+
+
+def _toml(objects: list[Manifest]) -> str:
+    (text,) = [
+        obj["data"]["streamstop.toml"]
+        for obj in find(objects, "ConfigMap")
+        if "streamstop.toml" in obj["data"]
+    ]
+    assert isinstance(text, str)
+    return text
+
+
+def _checksum(objects: list[Manifest]) -> str:
+    annotations = one(objects, "Deployment")["spec"]["template"]["metadata"]["annotations"]
+    checksum: str = annotations["checksum/config"]
+    return checksum
+
+
+def _refuses(helm: Path, set_json: dict[str, Any], values: tuple[Path, ...] = (DEFAULT,)) -> str:
+    with pytest.raises(RenderError) as refused:
+        render(helm, values, set_json)
+    return str(refused.value)
+
+
+@pytest.mark.parametrize("kube_version", KUBE_VERSIONS)
+@pytest.mark.parametrize("values", CI_VALUES, ids=lambda path: path.name)
+def test_chart_lints_strictly(helm: Path, values: Path, kube_version: str) -> None:
+    done = lint(helm, [values], kube_version)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("kube_version", KUBE_VERSIONS)
+@pytest.mark.parametrize("values", CI_VALUES, ids=lambda path: path.name)
+def test_every_rendered_object_matches_its_kubernetes_schema(
+    helm: Path, values: Path, kube_version: str
+) -> None:
+    objects = render(helm, [values], kube_version=kube_version)
+    assert schema_problems(objects, kube_version) == []
+
+
+def test_validation_reports_unknown_fields_and_kinds_without_schema(helm: Path) -> None:
+    deployment = one(render(helm, [DEFAULT]), "Deployment")
+    deployment["spec"]["replicass"] = 2
+    unknown = {"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}}
+    problems = schema_problems([deployment, unknown], KUBE_VERSIONS[0])
+    assert len(problems) == 2
+    assert "replicass" in problems[0]
+    assert "no schema" in problems[1]
+
+
+def test_all_on_renders_every_allowlisted_custom_resource(helm: Path) -> None:
+    objects = render(helm, [ALL_ON])
+    custom = {(obj["apiVersion"], obj["kind"]) for obj in objects if "/" in obj["apiVersion"]}
+    assert {pair for pair in custom if pair in CRD_ALLOWLIST} == CRD_ALLOWLIST
+
+
+def test_config_checksum_follows_config_values_only(helm: Path) -> None:
+    base = _checksum(render(helm, [DEFAULT]))
+    changed_config = _checksum(render(helm, [DEFAULT], {"config.batch.max_wait_ms": 750}))
+    changed_pod = _checksum(render(helm, [DEFAULT], {"podLabels": {"team": "messaging"}}))
+    assert changed_config != base
+    assert changed_pod == base
+
+
+def test_keda_owns_replicas_with_a_lag_trigger_matching_the_daemon(helm: Path) -> None:
+    values = yaml.safe_load(KEDA.read_text())
+    kafka = values["config"]["kafka"]
+    objects = render(helm, [KEDA])
+    assert find(objects, "HorizontalPodAutoscaler") == []
+    assert "replicas" not in one(objects, "Deployment")["spec"]
+    scaled = one(objects, "ScaledObject")["spec"]
+    assert scaled["scaleTargetRef"]["name"] == one(objects, "Deployment")["metadata"]["name"]
+    assert scaled["minReplicaCount"] == values["keda"]["minReplicaCount"] >= 1
+    (trigger,) = scaled["triggers"]
+    assert trigger["type"] == "kafka"
+    assert trigger["metadata"] == {
+        "bootstrapServers": kafka["bootstrap_servers"],
+        "consumerGroup": "streamstop",
+        "topic": "message-cancel-requests",
+        "lagThreshold": str(values["keda"]["lagThreshold"]),
+        "offsetResetPolicy": kafka["auto_offset_reset"],
+        "sasl": "scram_sha512",
+        "tls": "enable",
+    }
+    auth = one(objects, "TriggerAuthentication")
+    assert trigger["authenticationRef"]["name"] == auth["metadata"]["name"]
+    assert auth["spec"]["secretTargetRef"] == [
+        {"parameter": "password", "name": "streamstop-kafka", "key": "password"}
+    ]
+    (username,) = auth["spec"]["env"]
+    env = {item["name"]: item.get("value") for item in _container(objects)["env"]}
+    assert env[username["name"]] == kafka["sasl_username"]
+
+
+def test_keda_without_sasl_needs_no_trigger_authentication(helm: Path) -> None:
+    objects = render(helm, [DEFAULT], {"keda.enabled": True})
+    assert find(objects, "TriggerAuthentication") == []
+    assert "authenticationRef" not in one(objects, "ScaledObject")["spec"]["triggers"][0]
+
+
+def test_hpa_owns_replicas(helm: Path) -> None:
+    objects = render(helm, [HPA])
+    assert one(objects, "HorizontalPodAutoscaler")["spec"]["maxReplicas"] == 6
+    assert "replicas" not in one(objects, "Deployment")["spec"]
+    assert find(objects, "ScaledObject") == []
+
+
+def test_fixed_replicas_without_autoscaling(helm: Path) -> None:
+    objects = render(helm, [DEFAULT], {"replicaCount": 3})
+    assert one(objects, "Deployment")["spec"]["replicas"] == 3
+
+
+def test_hpa_and_keda_together_refuse_to_render(helm: Path) -> None:
+    refusal = _refuses(helm, {"autoscaling.enabled": True, "keda.enabled": True})
+    assert "mutually exclusive" in refusal
+
+
+def test_existing_secret_is_mounted_and_no_secret_is_made(helm: Path) -> None:
+    objects = render(helm, [DEFAULT])
+    assert find(objects, "Secret") == []
+    volumes = {volume["name"]: volume for volume in _pod_spec(objects)["volumes"]}
+    (source,) = volumes["secrets"]["projected"]["sources"]
+    assert source["secret"] == {
+        "name": "streamstop-api",
+        "items": [{"key": "token", "path": "api-token"}],
+    }
+
+
+def test_inline_token_becomes_a_secret_mounted_where_token_file_points(helm: Path) -> None:
+    objects = render(helm, (), {"apiToken.value": INLINE_TOKEN})
+    secret = one(objects, "Secret")
+    assert base64.b64decode(secret["data"]["api-token"]).decode() == INLINE_TOKEN
+    token_file = Path(tomllib.loads(_toml(objects))["api"]["token_file"])
+    mounts = {mount["name"]: mount["mountPath"] for mount in _container(objects)["volumeMounts"]}
+    volumes = {volume["name"]: volume for volume in _pod_spec(objects)["volumes"]}
+    (source,) = volumes["secrets"]["projected"]["sources"]
+    assert source["secret"]["name"] == secret["metadata"]["name"]
+    assert Path(mounts["secrets"]) / source["secret"]["items"][0]["path"] == token_file
+    assert all(INLINE_TOKEN not in json.dumps(obj) for obj in objects if obj is not secret)
+
+
+@pytest.mark.parametrize(
+    ("set_json", "reason"),
+    [
+        ({}, "token is required"),
+        ({"apiToken.value": INLINE_TOKEN, "apiToken.existingSecret": "s"}, "not both"),
+    ],
+    ids=["no-token", "both"],
+)
+def test_token_source_must_be_exactly_one(
+    helm: Path, set_json: dict[str, Any], reason: str
+) -> None:
+    assert reason in _refuses(helm, set_json, values=())
+
+
+def test_sasl_password_is_mounted_and_named_by_its_file_key(helm: Path) -> None:
+    objects = render(helm, [HPA])
+    secret = one(objects, "Secret")
+    assert set(secret["data"]) == {"api-token", "sasl-password"}
+    config = tomllib.loads(_toml(objects))
+    assert config["kafka"]["sasl_password_file"].endswith("/sasl-password")
+    assert "sasl_password" not in config["kafka"]
+
+
+def test_sasl_without_a_password_refuses_to_render(helm: Path) -> None:
+    refusal = _refuses(
+        helm,
+        {"config.kafka.security_protocol": "SASL_SSL", "config.kafka.sasl_username": "u"},
+    )
+    assert "kafkaSasl" in refusal
+
+
+def test_probes_and_restricted_security_context(helm: Path) -> None:
+    objects = render(helm, [DEFAULT])
+    container, pod = _container(objects), _pod_spec(objects)
+    (port,) = container["ports"]
+    assert port["containerPort"] == 9090
+    assert container["livenessProbe"]["httpGet"] == {"path": "/livez", "port": port["name"]}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": port["name"]}
+    context = container["securityContext"]
+    assert context["runAsNonRoot"] is True
+    assert context["readOnlyRootFilesystem"] is True
+    assert context["allowPrivilegeEscalation"] is False
+    assert context["capabilities"] == {"drop": ["ALL"]}
+    assert context["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    tmp = next(mount for mount in container["volumeMounts"] if mount["mountPath"] == "/tmp")
+    assert "emptyDir" in next(v for v in pod["volumes"] if v["name"] == tmp["name"])
+    assert pod["enableServiceLinks"] is False
+    assert container["resources"]["requests"]
+
+
+def test_config_file_is_mounted_where_streamstop_config_points(helm: Path) -> None:
+    objects = render(helm, [DEFAULT])
+    container = _container(objects)
+    env = {item["name"]: item.get("value") for item in container["env"]}
+    config_path = Path(env["STREAMSTOP_CONFIG"])
+    (mount,) = [m for m in container["volumeMounts"] if Path(m["mountPath"]) == config_path.parent]
+    volume = next(v for v in _pod_spec(objects)["volumes"] if v["name"] == mount["name"])
+    config_map = one(objects, "ConfigMap")
+    assert volume["configMap"]["name"] == config_map["metadata"]["name"]
+    assert config_path.name in config_map["data"]
+
+
+def test_grace_period_outlasts_the_shutdown_drain(helm: Path) -> None:
+    objects = render(helm, [DEFAULT])
+    shutdown = tomllib.loads(_toml(objects))["lifecycle"]["shutdown_timeout_s"]
+    assert _pod_spec(objects)["terminationGracePeriodSeconds"] > shutdown
+    refusal = _refuses(helm, {"config.lifecycle.shutdown_timeout_s": 35})
+    assert "terminationGracePeriodSeconds" in refusal
+
+
+def test_metrics_port_follows_http_port_everywhere(helm: Path) -> None:
+    objects = render(helm, [ALL_ON])
+    (port,) = _container(objects)["ports"]
+    assert port["containerPort"] == 9100
+    assert one(objects, "Service")["spec"]["ports"][0]["targetPort"] == port["name"]
+    assert one(objects, "ServiceMonitor")["spec"]["endpoints"][0]["port"] == "metrics"
+
+
+@pytest.mark.parametrize(
+    "set_json",
+    [
+        {"keda.minReplicaCount": 0},
+        {"config.batch.max_size": 10001},
+        {"config.kafka.auto_offset_reset": "middle"},
+        {"config.api.token": INLINE_TOKEN},
+        {"config.delivery.guarantee": "exactly_once"},
+        {"kedaa": {"enabled": True}},
+    ],
+    ids=lambda set_json: next(iter(set_json)),
+)
+def test_values_schema_rejects_bad_values(helm: Path, set_json: dict[str, Any]) -> None:
+    refusal = _refuses(helm, set_json)
+    assert "schema" in refusal
+    assert INLINE_TOKEN not in refusal
+
+
+def _daemon_settings(objects: list[Manifest], tmp_path: Path) -> Settings:
+    """Load the rendered streamstop.toml as the daemon does, secrets from stand-in files.
+
+    The *_file keys point into the pod's secret mount; env overrides point them here.
+    """
+    config = tmp_path / "streamstop.toml"
+    config.write_text(_toml(objects))
+    token = tmp_path / "api-token"
+    token.write_text("t0ken\n")
+    env = {"STREAMSTOP_API__TOKEN_FILE": str(token)}
+    if "sasl_password_file" in tomllib.loads(config.read_text())["kafka"]:
+        password = tmp_path / "sasl-password"
+        password.write_text("passw0rd\n")
+        env["STREAMSTOP_KAFKA__SASL_PASSWORD_FILE"] = str(password)
+    return load_settings(str(config), env)
+
+
+@pytest.mark.parametrize("values", CI_VALUES, ids=lambda path: path.name)
+def test_daemon_accepts_the_rendered_config(helm: Path, values: Path, tmp_path: Path) -> None:
+    settings = _daemon_settings(render(helm, [values]), tmp_path)
+    assert settings.api_token() == "t0ken"
+    config = yaml.safe_load(values.read_text()).get("config", {})
+    for section, keys in config.items():
+        for key, value in keys.items():
+            assert getattr(getattr(settings, section), key) == value, f"{section}.{key}"
+
+
+def test_config_values_cover_every_daemon_key() -> None:
+    values = yaml.safe_load((CHART / "values.yaml").read_text())["config"]
+    for section, model in Settings.model_fields.items():
+        assert model.annotation is not None
+        daemon_keys = set(model.annotation.model_fields) - SECRET_KEYS.get(section, set())
+        assert set(values[section]) == daemon_keys, section
+    assert set(values) == set(Settings.model_fields)
+
+
+def _value_paths(values: dict[str, Any], schema: dict[str, Any], prefix: str = "") -> Iterator[str]:
+    """Dotted value paths, descending only where the schema describes properties."""
+    for key, value in values.items():
+        path = f"{prefix}{key}"
+        sub = schema["properties"][key]
+        if isinstance(value, dict) and "properties" in sub:
+            yield from _value_paths(value, sub, f"{path}.")
+        else:
+            yield path
+
+
+def test_readme_lists_every_value() -> None:
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    readme = (CHART / "README.md").read_text()
+    missing = [p for p in _value_paths(values, schema) if f"`{p}`" not in readme]
+    assert missing == []
+
+
+def _exposed_metric_names() -> set[str]:
+    suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_sum", "_count"], "gauge": [""]}
+    return {
+        family.name + suffix
+        for family in Metrics().registry.collect()
+        for suffix in suffixes[family.type]
+    }
+
+
+def test_alerts_and_dashboard_query_only_metrics_the_daemon_exposes(helm: Path) -> None:
+    used = chart_metric_names(render(helm, [ALL_ON]))
+    assert len(used) > 10
+    assert used <= _exposed_metric_names()
+
+
+def _github_anchor(heading: str) -> str:
+    return re.sub(r"[^a-z0-9 _-]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_every_alert_links_to_its_runbook_section(helm: Path) -> None:
+    docs = (REPO / "docs" / "operations.md").read_text()
+    anchors = {_github_anchor(line.lstrip("#")) for line in docs.splitlines() if line[:1] == "#"}
+    rules = alert_rules(render(helm, [ALL_ON]))
+    assert {rule["alert"] for rule in rules} == {
+        "StreamstopConsumerLagGrowing",
+        "StreamstopConfigError",
+        "StreamstopFailedResults",
+        "StreamstopNoProgress",
+        "StreamstopNotReady",
+    }
+    for rule in rules:
+        page, _, anchor = rule["annotations"]["runbook_url"].partition("#")
+        assert page.endswith("docs/operations.md")
+        assert anchor == rule["alert"].lower()
+        assert anchor in anchors, f"docs/operations.md has no section for {rule['alert']}"
+
+
+def test_grafana_dashboard_is_off_by_default_and_labelled_for_the_sidecar(helm: Path) -> None:
+    assert all("dashboard" not in obj["metadata"]["name"] for obj in render(helm, [DEFAULT]))
+    (dashboard,) = [
+        obj for obj in find(render(helm, [ALL_ON]), "ConfigMap") if "streamstop.json" in obj["data"]
+    ]
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert json.loads(dashboard["data"]["streamstop.json"])["uid"] == "streamstop"
