@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: venv kafka-fetch kafka-up kafka-down lint typecheck test demo bench clean
+.PHONY: venv kafka-fetch kafka-up kafka-down helm-fetch lint typecheck test demo bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,15 +24,22 @@ kafka-up: kafka-fetch
 kafka-down:
 	scripts/kafka.sh down
 
+helm-fetch:
+	scripts/helm.sh >/dev/null
+
 lint: venv
-	$(BIN)/ruff check streamstop tests
-	$(BIN)/ruff format --check streamstop tests
+	$(BIN)/ruff check streamstop tests scripts
+	$(BIN)/ruff format --check streamstop tests scripts
+	$(BIN)/hadolint Dockerfile
 
 typecheck: venv
 	$(BIN)/mypy
 
-test: venv kafka-fetch lint typecheck
+test: venv kafka-fetch helm-fetch lint typecheck
 	$(BIN)/pytest -q
+
+demo: venv kafka-up
+	$(BIN)/python scripts/demo.py "$$(scripts/kafka.sh bootstrap)"; status=$$?; scripts/kafka.sh down; exit $$status
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache dist build

@@ -64,16 +64,18 @@ async def produce(bootstrap: str, topic: str, values: list[bytes]) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, acks="all")
     await producer.start()
     try:
-        futures = [await producer.send(topic, v, partition=i % PARTITIONS) for i, v in
-                   enumerate(values)]
+        futures = [
+            await producer.send(topic, v, partition=i % PARTITIONS) for i, v in enumerate(values)
+        ]
         await asyncio.gather(*futures)
     finally:
         await producer.stop()
 
 
 async def committed_total(bootstrap: str, group: str, topic: str) -> int:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group,
-                                enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
+    )
     await consumer.start()
     try:
         total = 0
@@ -85,8 +87,9 @@ async def committed_total(bootstrap: str, group: str, topic: str) -> int:
 
 
 async def read_all(bootstrap: str, topic: str, expected: int) -> list[object]:
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap,
-                                auto_offset_reset="earliest", enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
+    )
     await consumer.start()
     records: list[object] = []
     deadline = time.monotonic() + 60
@@ -139,8 +142,11 @@ async def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="streamstop-demo-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMSTOP_")}
     exe = [sys.executable, "-m", "streamstop"]
-    fake = start([*exe, "fake-api", "--port", "0", "--token", TOKEN, "--latency-ms", "20"],
-                 workdir / "fake-api.log", env)
+    fake = start(
+        [*exe, "fake-api", "--port", "0", "--token", TOKEN, "--latency-ms", "20"],
+        workdir / "fake-api.log",
+        env,
+    )
     daemon: subprocess.Popen[bytes] | None = None
     try:
         api = wait_line(workdir / "fake-api.log", "fake_api_listening", fake)
@@ -188,8 +194,10 @@ async def main() -> int:
             print(f"{status:<16}{count:>10,}")
         print(f"{'total':<16}{sum(by_status.values()):>10,}\n")
         print(f"throughput      {len(events) / elapsed:,.0f} records/s (produce to last commit)")
-        print(f"time-to-result  p50 {percentile(latencies, 0.5):,.0f} ms, "
-              f"p99 {percentile(latencies, 0.99):,.0f} ms (input append to result append)")
+        print(
+            f"time-to-result  p50 {percentile(latencies, 0.5):,.0f} ms, "
+            f"p99 {percentile(latencies, 0.99):,.0f} ms (input append to result append)"
+        )
         return 0
     finally:
         codes = []

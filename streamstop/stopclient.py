@@ -13,9 +13,6 @@ from dataclasses import dataclass
 import aiohttp
 import orjson
 
-MAX_RESPONSE_BYTES = 16 * 1024 * 1024
-
-
 @dataclass(frozen=True, slots=True)
 class Response:
     """What the API answered, as plain data."""
@@ -79,7 +76,7 @@ class StopClient:
             async with self._session.post(
                 self._url, data=body, headers=headers, allow_redirects=False
             ) as resp:
-                payload = await resp.content.read(MAX_RESPONSE_BYTES)
+                payload = await resp.read()
                 return Response(resp.status, resp.headers, payload)
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             # Build the message from the class and errno-like text only: aiohttp's

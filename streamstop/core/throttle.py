@@ -80,6 +80,6 @@ class Throttle:
         one request probes at a time). Returns the delay."""
         self.config_failures += 1
         exponent = min(self.config_failures, 30)
-        delay = min(self._max_ms, self._initial_ms * 2**exponent) / 1000.0
+        delay = min(self._max_ms, self._initial_ms << exponent) / 1000.0
         self._not_before = max(self._not_before, now + delay)
         return delay
