@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import aiohttp
 import orjson
 
+
 @dataclass(frozen=True, slots=True)
 class Response:
     """What the API answered, as plain data."""

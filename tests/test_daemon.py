@@ -1,0 +1,224 @@
+"""`streamstop run` as a real process against the real broker and the fake API."""
+
+from __future__ import annotations
+
+import random
+import signal
+import time
+import uuid
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from daemon_proc import TEST_TOKEN, running_daemon, wait_for, write_config
+from fakeapi_proc import running_fake_api
+from kafkahelp import Message, committed_offsets, consume_all, end_offsets, lag, produce
+
+from streamstop.core.decode import Decoded, decode_value
+from streamstop.core.interpret import status_for_code
+from streamstop.fakeapi.rules import code_for
+
+pytestmark = pytest.mark.kafka
+
+MAX_SIZE = 500
+
+
+def corpus(count: int, seed: int) -> list[Message]:
+    """Cancel events with duplicates, upper case, bare text, ~5% invalid, and headers."""
+    rng = random.Random(seed)
+    seen: list[str] = []
+    messages: list[Message] = []
+    for i in range(count):
+        roll = rng.random()
+        headers = [("traceparent", f"00-{i:032x}-{i:016x}-01".encode())]
+        if roll < 0.05:
+            value = rng.choice([b"", b"nope", b'{"uuid": 1}', b"\xff", b'{"messageUuid": "x"}'])
+            messages.append(Message(value, key=f"k{i}".encode(), headers=headers))
+            continue
+        if roll < 0.15 and seen:
+            u = rng.choice(seen)
+        else:
+            u = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+            seen.append(u)
+        if roll < 0.25:
+            value = f"  {u.upper()}\n".encode()
+        else:
+            value = orjson.dumps({"messageUuid": u, "requestId": f"r{i}"})
+        messages.append(Message(value, key=f"k{i}".encode(), headers=headers))
+    return messages
+
+
+def config_for(
+    tmp_path: Path, bootstrap: str, topics: dict[str, str], api_url: str, **extra: Any
+) -> Path:
+    sections: dict[str, dict[str, Any]] = {
+        "kafka": {
+            "bootstrap_servers": bootstrap,
+            "input_topic": topics["input"],
+            "output_topic": topics["output"],
+            "dlq_topic": topics.get("dlq", ""),
+            "group_id": topics["group"],
+        },
+        "batch": {"max_size": MAX_SIZE, "max_wait_ms": 100, "max_pending": 20000},
+        "api": {"url": api_url, "token": TEST_TOKEN, "timeout_s": 5},
+        "retry": {"initial_backoff_ms": 50, "max_backoff_ms": 1000, "deadline_s": 120},
+        "observability": {"http_port": 0},
+        "lifecycle": {"shutdown_timeout_s": 20, "revoke_timeout_s": 10},
+    }
+    for key, value in extra.items():
+        section, name = key.split("__")
+        sections.setdefault(section, {})[name] = value
+    return write_config(tmp_path / "streamstop.toml", sections)
+
+
+def topics_for(make_topic: Any, dlq: bool = True) -> dict[str, str]:
+    topics = {"input": make_topic(6, "in"), "output": make_topic(6, "out")}
+    if dlq:
+        topics["dlq"] = make_topic(3, "dlq")
+    topics["group"] = f"g-{uuid.uuid4().hex[:8]}"
+    return topics
+
+
+def expected_result(message: Message) -> tuple[str, int | None, str | None]:
+    decoded = decode_value(message.value)
+    if not isinstance(decoded, Decoded):
+        return "invalid", None, None
+    code = code_for(decoded.uuid)
+    return status_for_code(code), code, decoded.uuid
+
+
+def check_results(
+    messages: list[Message], positions: Sequence[Sequence[int]], results: list[Any], topic: str
+) -> Counter[tuple[int, int]]:
+    """Every input record has a correct result; returns results per input position."""
+    by_source: dict[tuple[int, int], list[dict[str, Any]]] = {}
+    for record in results:
+        value = orjson.loads(record.value)
+        assert value["source"]["topic"] == topic
+        key = (value["source"]["partition"], value["source"]["offset"])
+        by_source.setdefault(key, []).append(value)
+        if value["messageUuid"] is not None:
+            assert record.key == value["messageUuid"].encode()
+        else:
+            assert record.key is None
+    for message, position in zip(messages, positions, strict=True):
+        got = by_source.get((position[0], position[1]))
+        assert got, f"no result for record at {position}"
+        status, code, uuid_ = expected_result(message)
+        for value in got:
+            assert value["status"] == status, (value, message)
+            assert value["code"] == code
+            assert value["messageUuid"] == uuid_
+            assert set(value) >= {
+                "schemaVersion",
+                "error",
+                "requestId",
+                "batchId",
+                "attempts",
+                "receivedAt",
+                "completedAt",
+            }
+    return Counter({k: len(v) for k, v in by_source.items()})
+
+
+def check_requests(received: list[dict[str, Any]]) -> None:
+    for request in received:
+        assert len(request["uuids"]) <= MAX_SIZE
+        assert len(set(request["uuids"])) == len(request["uuids"])
+
+
+def test_every_record_gets_exactly_one_correct_result(
+    kafka_bootstrap: str, make_topic: Any, tmp_path: Path
+) -> None:
+    topics = topics_for(make_topic)
+    messages = corpus(25_000, seed=1)
+    positions = produce(kafka_bootstrap, topics["input"], messages)
+    with (
+        running_fake_api() as api,
+        running_daemon(
+            config_for(tmp_path, kafka_bootstrap, topics, api.url, api__token="test-token"),
+            tmp_path / "daemon.log",
+        ) as daemon,
+    ):
+        daemon.wait_ready()
+        wait_for(
+            lambda: lag(kafka_bootstrap, topics["group"], topics["input"]) == 0,
+            180,
+            "every offset committed",
+        )
+        results = consume_all(kafka_bootstrap, topics["output"], len(messages), timeout_s=60)
+        per_record = check_results(messages, positions, results, topics["input"])
+        assert set(per_record.values()) == {1}, "exactly one result per record"
+        check_requests(api.received())
+        invalid = [m for m in messages if expected_result(m)[0] == "invalid"]
+        dlq = consume_all(kafka_bootstrap, topics["dlq"], len(invalid), timeout_s=30)
+        assert sorted(r.value or b"" for r in dlq) == sorted(m.value or b"" for m in invalid)
+        assert all(dict(r.headers).get("streamstop-error") for r in dlq)
+        # Input headers travel to the result.
+        first = orjson.loads(results[0].value)
+        assert dict(results[0].headers)["traceparent"].startswith(b"00-")
+        assert first["schemaVersion"] == 1
+        # Metrics moved with the traffic.
+        assert daemon.metric("streamstop_records_consumed_total") == len(messages)
+        assert daemon.metric("streamstop_results_total") == len(messages)
+        assert daemon.metric("streamstop_commits_total") >= 1
+        daemon.signal(signal.SIGTERM)
+        assert daemon.wait_exit(30) == 0
+        lines = daemon.lines()  # every line parses as JSON
+        assert lines
+        assert all({"event", "level", "timestamp"} <= set(line) for line in lines)
+        assert TEST_TOKEN not in daemon.raw_log()
+
+
+def test_sigterm_mid_run_then_restart_loses_nothing(
+    kafka_bootstrap: str, make_topic: Any, tmp_path: Path
+) -> None:
+    topics = topics_for(make_topic, dlq=False)
+    messages = corpus(20_000, seed=2)
+    positions = produce(kafka_bootstrap, topics["input"], messages)
+    with running_fake_api("--latency-ms", "50") as api:
+        config = config_for(
+            tmp_path,
+            kafka_bootstrap,
+            topics,
+            api.url,
+            api__token="test-token",
+            batch__max_in_flight=1,
+        )
+        with running_daemon(config, tmp_path / "d1.log") as first:
+            first.wait_ready()
+            wait_for(lambda: first.metric("streamstop_results_total") > 2000, 60, "some results")
+            began = time.monotonic()
+            first.signal(signal.SIGTERM)
+            assert first.wait_exit(30) == 0
+            assert time.monotonic() - began < 20 + 5
+        # Committed offsets never ahead of published results.
+        committed_results = consume_all(kafka_bootstrap, topics["output"], 1, timeout_s=5)
+        done = {
+            (
+                orjson.loads(r.value)["source"]["partition"],
+                orjson.loads(r.value)["source"]["offset"],
+            )
+            for r in committed_results
+        }
+        for partition, offset in committed_offsets(
+            kafka_bootstrap, topics["group"], topics["input"]
+        ).items():
+            below = [p for p in positions if p[0] == partition and p[1] < offset]
+            assert all(tuple(p) in done for p in below)
+        with running_daemon(config, tmp_path / "d2.log") as second:
+            second.wait_ready()
+            wait_for(
+                lambda: lag(kafka_bootstrap, topics["group"], topics["input"]) == 0,
+                180,
+                "the restart finishes the rest",
+            )
+        results = consume_all(kafka_bootstrap, topics["output"], len(messages), timeout_s=60)
+        per_record = check_results(messages, positions, results, topics["input"])
+        duplicates = sum(n - 1 for n in per_record.values())
+        print(f"records={len(messages)} duplicates={duplicates}")
+        assert len(per_record) == len(messages)
+        assert sum(end_offsets(kafka_bootstrap, topics["input"]).values()) == len(messages)
