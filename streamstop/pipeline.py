@@ -35,6 +35,7 @@ MAX_POLL_TIMEOUT_S = 0.1
 MAX_RECORDS_PER_POLL = 10_000
 RESUME_FRACTION = 0.75
 DLQ_MAX_VALUE_BYTES = 512 * 1024
+EXPIRED_REASON = "older than batch.max_record_age_s"
 Headers = Sequence[tuple[str, bytes]]
 
 
@@ -70,6 +71,10 @@ class Rec:
         self.headers = headers
         self.request_id = request_id
         self.received_at = received_at
+
+
+# A record answered without the API: (record, status, reason, raw record for the DLQ, uuid).
+LocalAnswer = tuple[Rec, Status, str, Any, str | None]
 
 
 class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -147,7 +152,7 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
         wall = time.time()
         now = time.monotonic()
         max_age_ms = self._max_age_ms
-        local: list[tuple[Rec, Status, str, Any]] = []
+        local: list[LocalAnswer] = []
         add = self._batcher.add
         count = 0
         for tp, records in fetched.items():
@@ -161,11 +166,11 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
                 decoded = decode_value(record.value)
                 if isinstance(decoded, Invalid):
                     rec = Rec(part, record.offset, record.headers, None, wall)
-                    local.append((rec, Status.INVALID, decoded.reason, record))
+                    local.append((rec, Status.INVALID, decoded.reason, record, None))
                     continue
                 rec = Rec(part, record.offset, record.headers, decoded.request_id, wall)
                 if max_age_ms and wall * 1000.0 - record.timestamp > max_age_ms:
-                    local.append((rec, Status.EXPIRED, "older than batch.max_record_age_s", None))
+                    local.append((rec, Status.EXPIRED, EXPIRED_REASON, None, decoded.uuid))
                     continue
                 full = add(decoded.uuid, rec, now)
                 if full is not None:
@@ -245,19 +250,19 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
         if left:
             log.info("batch_left_unfinished", batch_id=batch_id, uuids=len(left))
 
-    async def _publish_local(self, local: list[tuple[Rec, Status, str, Any]]) -> None:
+    async def _publish_local(self, local: list[LocalAnswer]) -> None:
         """Results (and DLQ copies) for records answered without the API."""
         completed = time.time()
         messages: list[OutMessage] = []
         statuses: collections.Counter[str] = collections.Counter()
-        for rec, status, reason, record in local:
+        for rec, status, reason, record, uuid in local:
             part = rec.part
             messages.append(
                 OutMessage(
                     self._output,
-                    None,
+                    uuid.encode() if uuid else None,
                     build_result(
-                        uuid=None,
+                        uuid=uuid,
                         status=status,
                         code=None,
                         error=reason,

@@ -222,3 +222,34 @@ def test_sigterm_mid_run_then_restart_loses_nothing(
         print(f"records={len(messages)} duplicates={duplicates}")
         assert len(per_record) == len(messages)
         assert sum(end_offsets(kafka_bootstrap, topics["input"]).values()) == len(messages)
+
+
+def test_two_daemons_rebalance_without_loss(
+    kafka_bootstrap: str, make_topic: Any, tmp_path: Path
+) -> None:
+    topics = topics_for(make_topic, dlq=False)
+    messages = corpus(20_000, seed=3)
+    positions = produce(kafka_bootstrap, topics["input"], messages)
+    with running_fake_api("--token", TEST_TOKEN, "--latency-ms", "20") as api:
+        config = config_for(tmp_path, kafka_bootstrap, topics, api.url, batch__max_in_flight=2)
+        with running_daemon(config, tmp_path / "a.log") as first:
+            first.wait_ready()
+            wait_for(lambda: first.metric("streamstop_results_total") > 1000, 60, "progress")
+            with running_daemon(config, tmp_path / "b.log") as second:
+                # The second member joining forces a rebalance while the first is busy.
+                second.wait_ready()
+                wait_for(
+                    lambda: lag(kafka_bootstrap, topics["group"], topics["input"]) == 0,
+                    180,
+                    "both members finish",
+                )
+                assert first.events("partitions_revoked")
+                assert second.metric("streamstop_results_total") > 0 or (
+                    first.metric("streamstop_results_total") >= len(messages)
+                )
+        results = consume_all(kafka_bootstrap, topics["output"], len(messages), timeout_s=60)
+        per_record = check_results(messages, positions, results, topics["input"])
+        duplicates = sum(n - 1 for n in per_record.values())
+        print(f"rebalance: records={len(messages)} lost=0 duplicates={duplicates}")
+        assert len(per_record) == len(messages)
+        check_requests(api.received())
