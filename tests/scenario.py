@@ -1,0 +1,131 @@
+"""Shared pieces of the daemon's integration tests: input corpus, config, checks."""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections import Counter
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+from daemon_proc import TEST_TOKEN, write_config
+from kafkahelp import Message
+
+from streamstop.core.decode import Decoded, decode_value
+from streamstop.core.interpret import status_for_code
+from streamstop.fakeapi.rules import code_for
+
+MAX_SIZE = 500
+
+
+def corpus(count: int, seed: int) -> list[Message]:
+    """Cancel events with duplicates, upper case, bare text, ~5% invalid, and headers."""
+    rng = random.Random(seed)
+    seen: list[str] = []
+    messages: list[Message] = []
+    for i in range(count):
+        roll = rng.random()
+        headers = [("traceparent", f"00-{i:032x}-{i:016x}-01".encode())]
+        if roll < 0.05:
+            value = rng.choice([b"", b"nope", b'{"uuid": 1}', b"\xff", b'{"messageUuid": "x"}'])
+            messages.append(Message(value, key=f"k{i}".encode(), headers=headers))
+            continue
+        if roll < 0.15 and seen:
+            u = rng.choice(seen)
+        else:
+            u = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+            seen.append(u)
+        if roll < 0.25:
+            value = f"  {u.upper()}\n".encode()
+        else:
+            value = orjson.dumps({"messageUuid": u, "requestId": f"r{i}"})
+        messages.append(Message(value, key=f"k{i}".encode(), headers=headers))
+    return messages
+
+
+def config_for(
+    tmp_path: Path, bootstrap: str, topics: dict[str, str], api_url: str, **extra: Any
+) -> Path:
+    sections: dict[str, dict[str, Any]] = {
+        "kafka": {
+            "bootstrap_servers": bootstrap,
+            "input_topic": topics["input"],
+            "output_topic": topics["output"],
+            "dlq_topic": topics.get("dlq", ""),
+            "group_id": topics["group"],
+        },
+        "batch": {"max_size": MAX_SIZE, "max_wait_ms": 100, "max_pending": 20000},
+        "api": {"url": api_url, "token": TEST_TOKEN, "timeout_s": 5},
+        "retry": {"initial_backoff_ms": 50, "max_backoff_ms": 1000, "deadline_s": 120},
+        "observability": {"http_port": 0},
+        "lifecycle": {"shutdown_timeout_s": 20, "revoke_timeout_s": 10},
+    }
+    for key, value in extra.items():
+        section, name = key.split("__")
+        sections.setdefault(section, {})[name] = value
+    return write_config(tmp_path / "streamstop.toml", sections)
+
+
+def topics_for(make_topic: Any, dlq: bool = True) -> dict[str, str]:
+    topics = {"input": make_topic(6, "in"), "output": make_topic(6, "out")}
+    if dlq:
+        topics["dlq"] = make_topic(3, "dlq")
+    topics["group"] = f"g-{uuid.uuid4().hex[:8]}"
+    return topics
+
+
+def expected_result(message: Message) -> Expectation:
+    decoded = decode_value(message.value)
+    if not isinstance(decoded, Decoded):
+        return "invalid", None, None
+    code = code_for(decoded.uuid)
+    return status_for_code(code), code, decoded.uuid
+
+
+Expectation = tuple[str, int | None, str | None]
+
+
+def check_results(
+    messages: list[Message],
+    positions: Sequence[Sequence[int]],
+    results: list[Any],
+    topic: str,
+    expect: Callable[[Message], Expectation] | None = None,
+) -> Counter[tuple[int, int]]:
+    """Every input record has a correct result; returns results per input position."""
+    by_source: dict[tuple[int, int], list[dict[str, Any]]] = {}
+    for record in results:
+        value = orjson.loads(record.value)
+        assert value["source"]["topic"] == topic
+        key = (value["source"]["partition"], value["source"]["offset"])
+        by_source.setdefault(key, []).append(value)
+        if value["messageUuid"] is not None:
+            assert record.key == value["messageUuid"].encode()
+        else:
+            assert record.key is None
+    for message, position in zip(messages, positions, strict=True):
+        got = by_source.get((position[0], position[1]))
+        assert got, f"no result for record at {position}"
+        status, code, uuid_ = (expect or expected_result)(message)
+        for value in got:
+            assert value["status"] == status, (value, message)
+            assert value["code"] == code
+            assert value["messageUuid"] == uuid_
+            assert set(value) >= {
+                "schemaVersion",
+                "error",
+                "requestId",
+                "batchId",
+                "attempts",
+                "receivedAt",
+                "completedAt",
+            }
+    return Counter({k: len(v) for k, v in by_source.items()})
+
+
+def check_requests(received: list[dict[str, Any]]) -> None:
+    for request in received:
+        assert len(request["uuids"]) <= MAX_SIZE
+        assert len(set(request["uuids"])) == len(request["uuids"])

@@ -1,0 +1,316 @@
+"""Fault tolerance, proven with real processes: nothing lost, nothing committed early."""
+
+from __future__ import annotations
+
+import random
+import signal
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from daemon_proc import TEST_TOKEN, Daemon, running_daemon, wait_for
+from fakeapi_proc import running_fake_api
+from kafkahelp import KafkaBroker, Message, committed_offsets, consume_all, lag, produce
+from scenario import (
+    Expectation,
+    check_requests,
+    check_results,
+    config_for,
+    corpus,
+    expected_result,
+    topics_for,
+)
+
+pytestmark = pytest.mark.kafka
+
+
+def statuses(results: list[Any]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for record in results:
+        status = orjson.loads(record.value)["status"]
+        counts[status] = counts.get(status, 0) + 1
+    return counts
+
+
+def assert_no_secret(*daemons: Daemon) -> None:
+    for daemon in daemons:
+        assert TEST_TOKEN not in daemon.raw_log()
+        daemon.lines()  # every line is JSON
+
+
+def test_sigkill_at_random_moments_loses_nothing(
+    kafka_bootstrap: str, make_topic: Any, tmp_path: Path
+) -> None:
+    topics = topics_for(make_topic, dlq=False)
+    messages = corpus(20_000, seed=4)
+    positions = produce(kafka_bootstrap, topics["input"], messages)
+    rng = random.Random(4)
+    faults = [
+        *("--error-rate", "0.1", "--throttle-rate", "0.05", "--retry-after-s", "1"),
+        *("--missing-rate", "0.05", "--malformed-rate", "0.05"),
+        *("--latency-ms", "30", "--latency-jitter-ms", "60"),
+    ]
+    kills = 0
+    daemons: list[Daemon] = []
+    with running_fake_api("--token", TEST_TOKEN, *faults) as api:
+        config = config_for(tmp_path, kafka_bootstrap, topics, api.url, batch__max_in_flight=3)
+        for round_ in range(5):
+            with running_daemon(config, tmp_path / f"d{round_}.log") as daemon:
+                daemons.append(daemon)
+                daemon.wait_port()
+                if round_ < 4:
+                    target = rng.randint(200, 2500)
+                    wait_for(
+                        lambda d=daemon, t=target: (
+                            d.metric("streamstop_results_total") >= t
+                            or lag(kafka_bootstrap, topics["group"], topics["input"]) == 0
+                        ),
+                        120,
+                        "some progress before the kill",
+                    )
+                    daemon.signal(signal.SIGKILL)
+                    daemon.wait_exit(10)
+                    kills += 1
+                    continue
+                wait_for(
+                    lambda: lag(kafka_bootstrap, topics["group"], topics["input"]) == 0,
+                    240,
+                    "the last run finishes everything",
+                )
+        results = consume_all(kafka_bootstrap, topics["output"], len(messages), timeout_s=60)
+        per_record = check_results(messages, positions, results, topics["input"])
+        received = api.received()
+    check_requests(received)
+    sent = {u.lower() for r in received if r["status"] == 200 for u in r["uuids"]}
+    valid = {e[2] for e in map(expected_result, messages) if e[2] is not None}
+    assert valid <= sent, "the fake API received every valid uuid"
+    lost = len(messages) - len(per_record)
+    duplicates = sum(n - 1 for n in per_record.values())
+    retried = sum(len(r["uuids"]) for r in received) - len(valid)
+    print(
+        f"records={len(messages)} kills={kills} lost={lost} duplicates={duplicates} "
+        f"retries={retried}"
+    )
+    assert lost == 0
+    assert kills >= 4
+    assert_no_secret(*daemons)
+
+
+def test_broker_restart_mid_run(kafka_broker: KafkaBroker, make_topic: Any, tmp_path: Path) -> None:
+    if kafka_broker.state_dir is None:
+        pytest.skip("needs a broker this test session started (KAFKA_BOOTSTRAP is set)")
+    bootstrap = kafka_broker.bootstrap
+    topics = topics_for(make_topic, dlq=False)
+    messages = corpus(15_000, seed=5)
+    positions = produce(bootstrap, topics["input"], messages)
+    with running_fake_api("--token", TEST_TOKEN, "--latency-ms", "50") as api:
+        config = config_for(tmp_path, bootstrap, topics, api.url, batch__max_in_flight=1)
+        with running_daemon(config, tmp_path / "d.log") as daemon:
+            daemon.wait_ready()
+            wait_for(lambda: daemon.metric("streamstop_results_total") > 1000, 60, "progress")
+            kafka_broker.stop()
+            kafka_broker.start()
+            wait_for(
+                lambda: lag(bootstrap, topics["group"], topics["input"]) == 0,
+                240,
+                "the daemon recovers by itself",
+            )
+            assert daemon.proc.poll() is None, "no restart was needed"
+        results = consume_all(bootstrap, topics["output"], len(messages), timeout_s=60)
+        per_record = check_results(messages, positions, results, topics["input"])
+    assert len(per_record) == len(messages)
+    assert_no_secret(daemon)
+
+
+def test_api_outage_fails_nothing_and_bounds_memory(
+    kafka_bootstrap: str, make_topic: Any, tmp_path: Path
+) -> None:
+    topics = topics_for(make_topic, dlq=False)
+    messages = corpus(20_000, seed=6)
+    max_pending = 3000
+    with running_fake_api("--token", TEST_TOKEN) as api:
+        config = config_for(
+            tmp_path,
+            kafka_bootstrap,
+            topics,
+            api.url,
+            batch__max_pending=max_pending,
+            retry__max_backoff_ms=2000,
+        )
+        with running_daemon(config, tmp_path / "d.log") as daemon:
+            daemon.wait_ready()
+            api.set(outage=True)
+            positions = produce(kafka_bootstrap, topics["input"], messages)
+            outage_ends = time.monotonic() + 30
+            peak = 0.0
+            while time.monotonic() < outage_ends:
+                peak = max(peak, daemon.metric("streamstop_pending_records"))
+                assert daemon.get("/livez")[0] == 200
+            assert 0 < peak <= max_pending
+            assert daemon.metric("streamstop_paused_partitions") > 0
+            assert daemon.metric("streamstop_results_total", {"status": "failed"}) == 0
+            api.set(outage=False)
+            wait_for(
+                lambda: lag(kafka_bootstrap, topics["group"], topics["input"]) == 0,
+                180,
+                "throughput recovers after the outage",
+            )
+        results = consume_all(kafka_bootstrap, topics["output"], len(messages), timeout_s=60)
+    check_results(messages, positions, results, topics["input"])
+    assert "failed" not in statuses(results)
+    assert_no_secret(daemon)
+
+
+def test_bad_credentials_then_fixed_token_file(
+    kafka_bootstrap: str, make_topic: Any, tmp_path: Path
+) -> None:
+    topics = topics_for(make_topic, dlq=False)
+    messages = corpus(3000, seed=7)
+    token_file = tmp_path / "token"
+    token_file.write_text("wrong-token-value\n")
+    positions = produce(kafka_bootstrap, topics["input"], messages)
+    with running_fake_api("--token", TEST_TOKEN) as api:
+        config = config_for(
+            tmp_path,
+            kafka_bootstrap,
+            topics,
+            api.url,
+            api__token="",
+            api__token_file=str(token_file),
+            retry__max_backoff_ms=1000,
+        )
+        with running_daemon(config, tmp_path / "d.log") as daemon:
+            daemon.wait_port()
+            wait_for(
+                lambda: daemon.metric("streamstop_config_error") == 1, 60, "a configuration error"
+            )
+            wait_for(lambda: len(daemon.events("api_configuration_error")) >= 3, 60, "retries")
+            assert not daemon.ready()
+            assert committed_offsets(kafka_bootstrap, topics["group"], topics["input"]) == {}
+            token_file.write_text(f"{TEST_TOKEN}\n")
+            wait_for(
+                lambda: lag(kafka_bootstrap, topics["group"], topics["input"]) == 0,
+                120,
+                "recovery without a restart",
+            )
+            assert daemon.ready()
+            assert daemon.metric("streamstop_config_error") == 0
+        results = consume_all(kafka_bootstrap, topics["output"], len(messages), timeout_s=60)
+    check_results(messages, positions, results, topics["input"])
+    assert "failed" not in statuses(results)
+    log = daemon.raw_log()
+    assert "wrong-token-value" not in log
+    assert_no_secret(daemon)
+
+
+def test_bisection_fails_only_rejected_uuids(
+    kafka_bootstrap: str, make_topic: Any, tmp_path: Path
+) -> None:
+    topics = topics_for(make_topic, dlq=False)
+    messages = corpus(5000, seed=8)
+    valid = [e[2] for e in map(expected_result, messages) if e[2] is not None]
+    rejected = set(random.Random(8).sample(sorted(set(valid)), 3))
+
+    def expect(message: Message) -> Expectation:
+        status, code, uuid_ = expected_result(message)
+        return ("failed", None, uuid_) if uuid_ in rejected else (status, code, uuid_)
+
+    positions = produce(kafka_bootstrap, topics["input"], messages)
+    args = [arg for u in sorted(rejected) for arg in ("--reject-uuid", u)]
+    with running_fake_api("--token", TEST_TOKEN, *args) as api:
+        config = config_for(tmp_path, kafka_bootstrap, topics, api.url)
+        with running_daemon(config, tmp_path / "d.log") as daemon:
+            daemon.wait_ready()
+            wait_for(
+                lambda: lag(kafka_bootstrap, topics["group"], topics["input"]) == 0, 120, "done"
+            )
+        results = consume_all(kafka_bootstrap, topics["output"], len(messages), timeout_s=60)
+        check_requests(api.received())
+    check_results(messages, positions, results, topics["input"], expect)
+    for record in results:
+        value = orjson.loads(record.value)
+        if value["status"] == "failed":
+            assert value["messageUuid"] in value["error"]
+    assert_no_secret(daemon)
+
+
+def test_api_rejecting_everything_trips_the_breaker(
+    kafka_bootstrap: str, make_topic: Any, tmp_path: Path
+) -> None:
+    topics = topics_for(make_topic, dlq=False)
+    messages = corpus(2000, seed=9)
+    positions = produce(kafka_bootstrap, topics["input"], messages)
+    with running_fake_api("--token", TEST_TOKEN, "--reject-all") as api:
+        config = config_for(tmp_path, kafka_bootstrap, topics, api.url, retry__max_backoff_ms=1000)
+        with running_daemon(config, tmp_path / "d.log") as daemon:
+            daemon.wait_port()
+            wait_for(lambda: daemon.metric("streamstop_config_error") == 1, 60, "breaker open")
+            assert not daemon.ready()
+            assert daemon.metric("streamstop_results_total", {"status": "failed"}) == 0
+            api.set(reject_all=False)
+            wait_for(
+                lambda: lag(kafka_bootstrap, topics["group"], topics["input"]) == 0, 120, "done"
+            )
+        results = consume_all(kafka_bootstrap, topics["output"], len(messages), timeout_s=60)
+    check_results(messages, positions, results, topics["input"])
+    assert "failed" not in statuses(results)
+    assert_no_secret(daemon)
+
+
+def poison_corpus(seed: int) -> list[Message]:
+    """A fixed, seeded set of nasty values, mixed with good ones."""
+    rng = random.Random(seed)
+    nasty: list[bytes | None] = [
+        None,
+        b"",
+        b"   \n\t ",
+        b"[" * 100_000,
+        b'{"a":' * 50_000,
+        b"x" * (70 * 1024),
+        orjson.dumps({"messageUuid": "a" * 60_000}),
+        orjson.dumps({"messageUuid": 12345}),
+        orjson.dumps({"messageUuid": None}),
+        orjson.dumps({"messageUuid": ["2a28d557-22a1-4be6-8908-1481723043dd"]}),
+        orjson.dumps([1, 2, 3]),
+        b'"2a28d557-22a1-4be6-8908-1481723043dd"',
+        b"{2a28d557-22a1-4be6-8908-1481723043dd}",
+        b"urn:uuid:2a28d557-22a1-4be6-8908-1481723043dd",
+        b"2a28d55722a14be689081481723043dd",
+        b"1e999999",
+        b"\x00\x01\x02",
+        "2a28d557-22a1-4be6-8908-1481723043dd\u00a0x".encode(),
+        b"\xed\xa0\x80",
+    ]
+    nasty += [rng.randbytes(rng.randint(1, 300)) for _ in range(200)]
+    messages = [Message(value) for value in nasty]
+    messages += [Message(str(uuid.UUID(int=rng.getrandbits(128), version=4))) for _ in range(300)]
+    rng.shuffle(messages)
+    return messages
+
+
+def test_poison_input_ends_invalid_while_running(
+    kafka_bootstrap: str, make_topic: Any, tmp_path: Path
+) -> None:
+    topics = topics_for(make_topic)
+    messages = poison_corpus(10)
+    positions = produce(kafka_bootstrap, topics["input"], messages)
+    with running_fake_api("--token", TEST_TOKEN) as api:
+        config = config_for(tmp_path, kafka_bootstrap, topics, api.url)
+        with running_daemon(config, tmp_path / "d.log") as daemon:
+            daemon.wait_ready()
+            wait_for(
+                lambda: lag(kafka_bootstrap, topics["group"], topics["input"]) == 0, 120, "done"
+            )
+            assert daemon.proc.poll() is None
+            assert daemon.get("/livez")[0] == 200
+        results = consume_all(kafka_bootstrap, topics["output"], len(messages), timeout_s=60)
+    per_record = check_results(messages, positions, results, topics["input"])
+    assert set(per_record.values()) == {1}
+    invalid = statuses(results)["invalid"]
+    assert invalid >= 200
+    dlq = consume_all(kafka_bootstrap, topics["dlq"], invalid, timeout_s=30)
+    assert len(dlq) == invalid
+    assert_no_secret(daemon)
