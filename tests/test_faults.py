@@ -63,14 +63,12 @@ def test_sigkill_at_random_moments_loses_nothing(
                 daemon.wait_port()
                 if round_ < 4:
                     target = rng.randint(200, 2500)
-                    wait_for(
-                        lambda d=daemon, t=target: (
-                            d.metric("streamstop_results_total") >= t
-                            or lag(kafka_bootstrap, topics["group"], topics["input"]) == 0
-                        ),
-                        120,
-                        "some progress before the kill",
-                    )
+
+                    def progressed(d: Daemon = daemon, t: int = target) -> bool:
+                        done = lag(kafka_bootstrap, topics["group"], topics["input"]) == 0
+                        return done or d.metric("streamstop_results_total") >= t
+
+                    wait_for(progressed, 120, "some progress before the kill")
                     daemon.signal(signal.SIGKILL)
                     daemon.wait_exit(10)
                     kills += 1
@@ -286,7 +284,9 @@ def poison_corpus(seed: int) -> list[Message]:
     ]
     nasty += [rng.randbytes(rng.randint(1, 300)) for _ in range(200)]
     messages = [Message(value) for value in nasty]
-    messages += [Message(str(uuid.UUID(int=rng.getrandbits(128), version=4))) for _ in range(300)]
+    messages += [
+        Message(str(uuid.UUID(int=rng.getrandbits(128), version=4)).encode()) for _ in range(300)
+    ]
     rng.shuffle(messages)
     return messages
 
