@@ -130,6 +130,17 @@ class Daemon:
         self._log_file.close()
 
 
+def exposed_metric_names(text: str) -> set[str]:
+    """Every series name a Prometheus text exposition can answer, samples or not."""
+    suffixes = {"counter": [""], "histogram": ["_bucket", "_sum", "_count"], "gauge": [""]}
+    names: set[str] = set()
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            _, _, name, kind = line.split()
+            names.update(name + suffix for suffix in suffixes.get(kind, [""]))
+    return names
+
+
 def sum_metric(text: str, name: str, labels: dict[str, str] | None = None) -> float:
     """Parse Prometheus text and add up matching samples."""
     from prometheus_client.parser import text_string_to_metric_families

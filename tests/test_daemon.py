@@ -9,8 +9,9 @@ from typing import Any
 
 import orjson
 import pytest
-from daemon_proc import TEST_TOKEN, running_daemon, wait_for
+from daemon_proc import TEST_TOKEN, exposed_metric_names, running_daemon, wait_for
 from fakeapi_proc import running_fake_api
+from k8s_validate import CHART, build_helm, chart_metric_names, render
 from kafkahelp import committed_offsets, consume_all, end_offsets, lag, produce
 from scenario import check_requests, check_results, config_for, corpus, expected_result, topics_for
 
@@ -52,6 +53,10 @@ def test_every_record_gets_exactly_one_correct_result(
         assert daemon.metric("streamstop_records_consumed_total") == len(messages)
         assert daemon.metric("streamstop_results_total") == len(messages)
         assert daemon.metric("streamstop_commits_total") >= 1
+        # Every metric the chart's alerts and dashboard query exists in a real scrape.
+        used = chart_metric_names(render(build_helm(), [CHART / "ci" / "all-on-values.yaml"]))
+        assert len(used) > 10
+        assert used <= exposed_metric_names(daemon.get("/metrics")[1])
         daemon.signal(signal.SIGTERM)
         assert daemon.wait_exit(30) == 0
         lines = daemon.lines()  # every line parses as JSON
