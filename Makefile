@@ -28,8 +28,8 @@ helm-fetch:
 	scripts/helm.sh >/dev/null
 
 lint: venv
-	$(BIN)/ruff check streamstop tests scripts
-	$(BIN)/ruff format --check streamstop tests scripts
+	$(BIN)/ruff check streamstop tests scripts benchmarks
+	$(BIN)/ruff format --check streamstop tests scripts benchmarks
 	$(BIN)/hadolint Dockerfile
 
 typecheck: venv
@@ -40,6 +40,10 @@ test: venv kafka-fetch helm-fetch lint typecheck
 
 demo: venv kafka-up
 	$(BIN)/python scripts/demo.py "$$(scripts/kafka.sh bootstrap)"; status=$$?; scripts/kafka.sh down; exit $$status
+
+bench: venv kafka-up
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python benchmarks/bench.py "$$(scripts/kafka.sh bootstrap)"; status=$$?; scripts/kafka.sh down; exit $$status
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache dist build

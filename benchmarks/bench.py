@@ -1,0 +1,246 @@
+"""`make bench`: streamstop against the ceiling of its own stack, on the same records.
+
+Pre-produces BENCH_RECORDS records (default 200,000) over 6 partitions on the local broker,
+then measures the ceiling (`ceiling.py`, no HTTP) and `streamstop run` at several API
+latencies, each with its own consumer group and output topic. Writes
+`benchmarks/results/latest.json`, `latest.md` and `latest.png`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))
+
+from daemon_proc import TEST_TOKEN, Daemon, wait_for, write_config  # noqa: E402
+from fakeapi_proc import running_fake_api  # noqa: E402
+from kafkahelp import (  # noqa: E402
+    Message,
+    consume_all,
+    create_topic,
+    end_offsets,
+    lag,
+    produce,
+    unique_name,
+)
+
+RECORDS = int(os.environ.get("BENCH_RECORDS", "200000"))
+LATENCIES_MS = [int(x) for x in os.environ.get("BENCH_LATENCIES_MS", "0,50,200").split(",")]
+MEMORY_RECORDS = int(os.environ.get("BENCH_MEMORY_RECORDS", "1000000"))
+PARTITIONS = 6
+MAX_SIZE = 10_000
+RESULTS = Path(os.environ.get("BENCH_RESULTS_DIR", REPO / "benchmarks" / "results"))
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def proc_stats(pid: int) -> tuple[float, float]:
+    """(CPU seconds, peak RSS in MB) of a live process, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    cpu = (int(fields[11]) + int(fields[12])) / TICKS
+    peak_kb = 0
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            peak_kb = int(line.split()[1])
+    return cpu, peak_kb / 1024
+
+
+def records(count: int) -> list[Message]:
+    return [
+        Message(orjson.dumps({"messageUuid": str(uuid.uuid4()), "requestId": f"b{i}"}))
+        for i in range(count)
+    ]
+
+
+def latencies_ms(bootstrap: str, input_topic: str, output: str, count: int) -> list[float]:
+    appended = {
+        (r.partition, r.offset): r.timestamp
+        for r in consume_all(bootstrap, input_topic, count, timeout_s=120)
+    }
+    out = []
+    for record in consume_all(bootstrap, output, count, timeout_s=120):
+        source = orjson.loads(record.value)["source"]
+        out.append(record.timestamp - appended[(source["partition"], source["offset"])])
+    return sorted(out)
+
+
+def pct(values: list[float], q: float) -> float:
+    return values[min(len(values) - 1, int(q * len(values)))] if values else float("nan")
+
+
+def run_ceiling(bootstrap: str, topic: str, count: int) -> dict[str, Any]:
+    output = unique_name("bench-ceiling-out")
+    create_topic(bootstrap, output, PARTITIONS)
+    group = unique_name("bench-ceiling")
+    began = time.monotonic()
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO / "benchmarks" / "ceiling.py"), bootstrap, topic, output, group]
+    )
+    cpu = peak = 0.0
+    while proc.poll() is None:
+        try:
+            cpu, peak = proc_stats(proc.pid)
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            break
+        time.sleep(0.05)
+    assert proc.wait() == 0, "the ceiling program failed"
+    elapsed = time.monotonic() - began
+    lat = latencies_ms(bootstrap, topic, output, count)
+    return {
+        "case": "ceiling",
+        "api_latency_ms": None,
+        "records": count,
+        "seconds": round(elapsed, 2),
+        "records_per_s": round(count / elapsed),
+        "p50_ms": pct(lat, 0.5),
+        "p99_ms": pct(lat, 0.99),
+        "daemon_cpu_s": round(cpu, 2),
+        "peak_rss_mb": round(peak, 1),
+    }
+
+
+def run_streamstop(
+    bootstrap: str, topic: str, count: int, latency_ms: int, workdir: Path, measure_latency: bool
+) -> dict[str, Any]:
+    output = unique_name("bench-out")
+    create_topic(bootstrap, output, PARTITIONS)
+    group = unique_name("bench")
+    with running_fake_api("--token", TEST_TOKEN, "--latency-ms", str(latency_ms)) as api:
+        config = write_config(
+            workdir / f"bench-{latency_ms}.toml",
+            {
+                "kafka": {
+                    "bootstrap_servers": bootstrap,
+                    "input_topic": topic,
+                    "output_topic": output,
+                    "group_id": group,
+                },
+                "api": {"url": api.url, "token": TEST_TOKEN},
+                "observability": {"http_port": 0, "log_level": "warning"},
+            },
+        )
+        began = time.monotonic()
+        daemon = Daemon(config, workdir / f"bench-{latency_ms}.log")
+        try:
+            wait_for(
+                lambda: lag(bootstrap, group, topic) == 0 and daemon.proc.poll() is None,
+                1800,
+                "every record committed",
+                interval_s=0.25,
+            )
+            elapsed = time.monotonic() - began
+            cpu, peak = proc_stats(daemon.proc.pid)
+            api_cpu, _ = proc_stats(api.proc.pid)
+            stats = api.stats()
+        finally:
+            daemon.stop()
+    lat = latencies_ms(bootstrap, topic, output, count) if measure_latency else []
+    requests = max(1, int(stats["requests"]))
+    return {
+        "case": "streamstop",
+        "api_latency_ms": latency_ms,
+        "records": count,
+        "seconds": round(elapsed, 2),
+        "records_per_s": round(count / elapsed),
+        "p50_ms": pct(lat, 0.5),
+        "p99_ms": pct(lat, 0.99),
+        "api_requests": int(stats["requests"]),
+        "mean_batch_fill": round(int(stats["uuids_total"]) / requests / MAX_SIZE, 3),
+        "daemon_cpu_s": round(cpu, 2),
+        "api_cpu_s": round(api_cpu, 2),
+        "peak_rss_mb": round(peak, 1),
+    }
+
+
+def markdown(rows: list[dict[str, Any]], ceiling: float) -> str:
+    head = (
+        "| case | API latency | records/s | vs ceiling | p50 ms | p99 ms | requests | "
+        "batch fill | daemon CPU s | API CPU s | peak RSS MB |\n|" + "---|" * 11 + "\n"
+    )
+    lines = []
+    for r in rows:
+        latency = "" if r["api_latency_ms"] is None else f"{r['api_latency_ms']} ms"
+        lines.append(
+            f"| {r['case']} | {latency}"
+            f" | {r['records_per_s']:,} | {r['records_per_s'] / ceiling:.2f} | {r['p50_ms']:.0f}"
+            f" | {r['p99_ms']:.0f} | {r.get('api_requests', '')} | {r.get('mean_batch_fill', '')}"
+            f" | {r['daemon_cpu_s']} | {r.get('api_cpu_s', '')} | {r['peak_rss_mb']} |"
+        )
+    return head + "\n".join(lines) + "\n"
+
+
+def plot(rows: list[dict[str, Any]], path: Path) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    cases = [r for r in rows if r["case"] == "streamstop"]
+    xs = [r["api_latency_ms"] for r in cases]
+    fig, left = plt.subplots(figsize=(7, 4))
+    left.plot(xs, [r["records_per_s"] for r in cases], "o-", label="records/s")
+    ceiling = next(r for r in rows if r["case"] == "ceiling")["records_per_s"]
+    left.axhline(ceiling, linestyle="--", color="gray", label="ceiling (no HTTP)")
+    left.set_xlabel("stop API latency (ms)")
+    left.set_ylabel("records/s")
+    right = left.twinx()
+    right.plot(xs, [r["p99_ms"] for r in cases], "s-", color="tab:red", label="p99 ms")
+    right.set_ylabel("p99 append-to-result (ms)")
+    fig.legend(loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    return True
+
+
+def main() -> int:
+    bootstrap = sys.argv[1]
+    workdir = Path(os.environ.get("BENCH_WORKDIR", "/tmp/streamstop-bench"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    topic = unique_name("bench-in")
+    create_topic(bootstrap, topic, PARTITIONS)
+    produce(bootstrap, topic, records(RECORDS))
+    assert sum(end_offsets(bootstrap, topic).values()) == RECORDS
+    print(f"pre-produced {RECORDS:,} records to {topic}", flush=True)
+    rows = [run_ceiling(bootstrap, topic, RECORDS)]
+    print(json.dumps(rows[-1]), flush=True)
+    for latency in LATENCIES_MS:
+        rows.append(run_streamstop(bootstrap, topic, RECORDS, latency, workdir, True))
+        print(json.dumps(rows[-1]), flush=True)
+    memory: dict[str, Any] | None = None
+    if MEMORY_RECORDS:
+        big = unique_name("bench-backlog")
+        create_topic(bootstrap, big, PARTITIONS)
+        for start in range(0, MEMORY_RECORDS, 200_000):
+            produce(bootstrap, big, records(min(200_000, MEMORY_RECORDS - start)))
+        memory = run_streamstop(bootstrap, big, MEMORY_RECORDS, 0, workdir, False)
+        memory["case"] = "streamstop-backlog"
+        print(json.dumps(memory), flush=True)
+    ceiling = rows[0]["records_per_s"]
+    table = markdown(rows + ([memory] if memory else []), ceiling)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "latest.json").write_text(
+        json.dumps(
+            {"records": RECORDS, "cpus": os.cpu_count(), "cases": rows, "memory": memory}, indent=2
+        )
+        + "\n"
+    )
+    (RESULTS / "latest.md").write_text(table)
+    plotted = plot(rows, RESULTS / "latest.png")
+    print(table)
+    print(f"wrote {RESULTS}/latest.json, latest.md" + (", latest.png" if plotted else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
