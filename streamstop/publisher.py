@@ -9,11 +9,12 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple
 
 from aiokafka.errors import KafkaError
 
+from streamstop.core.partition import partition_for_key
 from streamstop.logs import get_logger
 
 log = get_logger(__name__)
@@ -40,6 +41,8 @@ class Publisher:
     def __init__(self, producer: Any, give_up_s: float) -> None:
         self._producer = producer
         self._give_up_s = give_up_s
+        self._partitions: dict[str, int] = {}
+        self._round_robin = 0
 
     async def publish(self, messages: Sequence[OutMessage]) -> None:
         """Return once Kafka acknowledged every message; raise PublishError otherwise."""
@@ -60,27 +63,67 @@ class Publisher:
             await asyncio.sleep(random.uniform(low, min(high, low * 2**attempt)))
 
     async def _send_all(self, messages: list[OutMessage]) -> list[tuple[OutMessage, BaseException]]:
-        futures: list[asyncio.Future[Any]] = []
-        failed: list[tuple[OutMessage, BaseException]] = []
-        sent: list[OutMessage] = []
-        send = self._producer.send
+        """Build one record batch per partition (no per-record `send()`), submit them all,
+        then wait for every ack. Returns the messages that failed, with why."""
+        counts = {
+            topic: await self._partition_count(topic) for topic in {m.topic for m in messages}
+        }
+        groups: dict[tuple[str, int], list[OutMessage]] = {}
         for message in messages:
-            try:
-                futures.append(
-                    await send(
-                        message.topic,
-                        value=message.value,
-                        key=message.key,
-                        headers=list(message.headers),
-                    )
-                )
-                sent.append(message)
-            except KafkaError as exc:
-                failed.append((message, exc))
-        outcomes = await asyncio.gather(*futures, return_exceptions=True)
-        for message, outcome in zip(sent, outcomes, strict=True):
+            count = counts[message.topic]
+            if message.key is None:
+                self._round_robin += 1
+                partition = self._round_robin % count
+            else:
+                partition = partition_for_key(message.key, count)
+            groups.setdefault((message.topic, partition), []).append(message)
+        sent: list[tuple[list[OutMessage], asyncio.Future[Any]]] = []
+        failed: list[tuple[OutMessage, BaseException]] = []
+        for (topic, partition), group in groups.items():
+            for chunk, batch in self._batches(group):
+                try:
+                    future = await self._producer.send_batch(batch, topic, partition=partition)
+                except KafkaError as exc:
+                    failed.extend((message, exc) for message in chunk)
+                    continue
+                sent.append((chunk, future))
+        outcomes = await asyncio.gather(*(f for _, f in sent), return_exceptions=True)
+        for (chunk, _), outcome in zip(sent, outcomes, strict=True):
             if isinstance(outcome, BaseException):
                 if not isinstance(outcome, KafkaError | asyncio.TimeoutError):
                     raise outcome
-                failed.append((message, outcome))
+                failed.extend((message, outcome) for message in chunk)
         return failed
+
+    def _batches(self, group: list[OutMessage]) -> Iterator[tuple[list[OutMessage], Any]]:
+        """Split one partition's messages into record batches of the producer's size."""
+        batch = self._producer.create_batch()
+        start = 0
+        for index, message in enumerate(group):
+            if (
+                batch.append(
+                    timestamp=None,
+                    key=message.key,
+                    value=message.value,
+                    headers=list(message.headers),
+                )
+                is None
+            ):
+                # Full. The first record of a batch is always accepted, however large.
+                yield group[start:index], batch
+                batch = self._producer.create_batch()
+                start = index
+                batch.append(
+                    timestamp=None,
+                    key=message.key,
+                    value=message.value,
+                    headers=list(message.headers),
+                )
+        yield group[start:], batch
+
+    async def _partition_count(self, topic: str) -> int:
+        count = self._partitions.get(topic)
+        if count is None:
+            count = len(await self._producer.partitions_for(topic))
+            self._partitions[topic] = count
+        return count

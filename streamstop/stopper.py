@@ -294,12 +294,15 @@ _OUTCOMES = {
 }
 
 
+_KNOWN = {code: Status(status_for_code(code)) for code in (200, 202, 403, 404)}
+
+
 def _status(code: int) -> Status:
-    return Status(status_for_code(code))
+    return _KNOWN.get(code, Status.UNKNOWN_CODE)
 
 
 def _error(code: int) -> str | None:
-    return None if code in (200, 202, 403, 404) else f"unknown per-item code {code}"
+    return None if code in _KNOWN else f"unknown per-item code {code}"
 
 
 def _retry_reason(kind: Kind, reason: str) -> str:
