@@ -142,3 +142,33 @@ def test_statuses_are_the_spec_strings() -> None:
             "failed",
         ]
     )
+
+
+def test_a_result_held_in_memory_costs_about_its_size() -> None:
+    """Pending results wait for Kafka's ack; each must not pin a 4 KiB encoder buffer."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        held = [
+            build_result(
+                uuid="2a28d557-22a1-4be6-8908-1481723043dd",
+                status=Status.STOPPED,
+                code=200,
+                error=None,
+                request_id=f"r{i}",
+                topic="in",
+                partition=1,
+                offset=i,
+                batch_id="b",
+                attempts=1,
+                received_at=1.0,
+                completed_at=2.0,
+            )
+            for i in range(2000)
+        ]
+        per_result = (tracemalloc.get_traced_memory()[0] - before) / len(held)
+    finally:
+        tracemalloc.stop()
+    assert per_result < 2 * max(len(value) for value in held)

