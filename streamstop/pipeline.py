@@ -30,7 +30,7 @@ from streamstop.stopper import Resolution, Stopper
 
 log = structlog.get_logger("streamstop.pipeline")
 
-COMMIT_INTERVAL_S = 1.0
+COMMIT_INTERVAL_S = 0.25
 MAX_POLL_TIMEOUT_S = 0.1
 MAX_RECORDS_PER_POLL = 10_000
 RESUME_FRACTION = 0.75
@@ -321,7 +321,7 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
     # -- commits -------------------------------------------------------------------------
 
     async def commit_periodically(self) -> None:
-        """Commit what is done every second, until cancelled."""
+        """Commit what is done every COMMIT_INTERVAL_S, until cancelled."""
         while True:
             await asyncio.sleep(COMMIT_INTERVAL_S)
             await self.commit_done()

@@ -50,7 +50,15 @@ class Publisher:
         deadline = time.monotonic() + self._give_up_s
         attempt = 0
         while todo:
-            failed = await self._send_all(todo)
+            try:
+                # aiokafka's idempotent producer never expires a batch by itself: bound it.
+                failed = await asyncio.wait_for(
+                    self._send_all(todo), max(0.0, deadline - time.monotonic())
+                )
+            except TimeoutError:
+                raise PublishError(
+                    f"{len(todo)} messages not acknowledged within {self._give_up_s:.0f}s"
+                ) from None
             if not failed:
                 return
             attempt += 1
