@@ -20,6 +20,7 @@ def test_bench_harness_runs_on_a_tiny_input(kafka_bootstrap: str, tmp_path: Path
         "BENCH_RECORDS": "2000",
         "BENCH_LATENCIES_MS": "0,50",
         "BENCH_MEMORY_RECORDS": "3000",
+        "BENCH_PACED_SECONDS": "2",
         "BENCH_RESULTS_DIR": str(tmp_path / "results"),
         "BENCH_WORKDIR": str(tmp_path / "work"),
     }
@@ -40,4 +41,5 @@ def test_bench_harness_runs_on_a_tiny_input(kafka_bootstrap: str, tmp_path: Path
         assert case["peak_rss_mb"] > 0
     assert all(c["api_requests"] >= 1 for c in cases[1:])
     assert report["memory"]["records"] == 3000
+    assert report["paced"]["records"] > 0
     assert "| streamstop | 50 ms |" in (tmp_path / "results" / "latest.md").read_text()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ import pytest
 from daemon_proc import TEST_TOKEN, exposed_metric_names, running_daemon, wait_for
 from fakeapi_proc import running_fake_api
 from k8s_validate import CHART, build_helm, chart_metric_names, render
-from kafkahelp import committed_offsets, consume_all, end_offsets, lag, produce
+from kafkahelp import Message, committed_offsets, consume_all, end_offsets, lag, produce
 from scenario import check_requests, check_results, config_for, corpus, expected_result, topics_for
 
 pytestmark = pytest.mark.kafka
@@ -145,3 +146,32 @@ def test_two_daemons_rebalance_without_loss(
         print(f"rebalance: records={len(messages)} lost=0 duplicates={duplicates}")
         assert len(per_record) == len(messages)
         check_requests(api.received())
+
+
+def test_records_older_than_max_age_expire_without_an_api_call(
+    kafka_bootstrap: str, make_topic: Any, tmp_path: Path
+) -> None:
+    topics = topics_for(make_topic, dlq=False)
+    hour_ago = int((time.time() - 3600) * 1000)
+    stale = [str(uuid.uuid4()) for _ in range(50)]
+    fresh = [str(uuid.uuid4()) for _ in range(50)]
+    messages = [Message(u.encode(), timestamp_ms=hour_ago) for u in stale]
+    messages += [Message(u.encode()) for u in fresh]
+    produce(kafka_bootstrap, topics["input"], messages)
+    with running_fake_api("--token", TEST_TOKEN) as api:
+        config = config_for(tmp_path, kafka_bootstrap, topics, api.url, batch__max_record_age_s=60)
+        with running_daemon(config, tmp_path / "d.log") as daemon:
+            daemon.wait_ready()
+            wait_for(
+                lambda: lag(kafka_bootstrap, topics["group"], topics["input"]) == 0, 60, "done"
+            )
+        results = [
+            orjson.loads(r.value)
+            for r in consume_all(kafka_bootstrap, topics["output"], len(messages), timeout_s=30)
+        ]
+        sent = {u for request in api.received() for u in request["uuids"]}
+    expired = {r["messageUuid"] for r in results if r["status"] == "expired"}
+    assert expired == set(stale)
+    assert all(r["attempts"] == 0 and r["error"] for r in results if r["status"] == "expired")
+    assert not sent & set(stale)
+    assert set(fresh) <= sent
