@@ -76,8 +76,31 @@ def latencies_ms(bootstrap: str, input_topic: str, output: str, count: int) -> l
     return sorted(out)
 
 
-def pct(values: list[float], q: float) -> float:
-    return values[min(len(values) - 1, int(q * len(values)))] if values else float("nan")
+def pct(values: list[float], q: float) -> float | None:
+    return values[min(len(values) - 1, int(q * len(values)))] if values else None
+
+
+def ms(value: float | None) -> str:
+    return "" if value is None else f"{value:.0f}"
+
+
+def daemon_config(
+    path: Path, bootstrap: str, topic: str, output: str, group: str, api_url: str
+) -> Path:
+    """The daemon at its defaults, pointed at this run's topics and fake API."""
+    return write_config(
+        path,
+        {
+            "kafka": {
+                "bootstrap_servers": bootstrap,
+                "input_topic": topic,
+                "output_topic": output,
+                "group_id": group,
+            },
+            "api": {"url": api_url, "token": TEST_TOKEN},
+            "observability": {"http_port": 0},
+        },
+    )
 
 
 def run_ceiling(bootstrap: str, topic: str, count: int) -> dict[str, Any]:
@@ -118,18 +141,8 @@ def run_streamstop(
     create_topic(bootstrap, output, PARTITIONS)
     group = unique_name("bench")
     with running_fake_api("--token", TEST_TOKEN, "--latency-ms", str(latency_ms)) as api:
-        config = write_config(
-            workdir / f"bench-{latency_ms}.toml",
-            {
-                "kafka": {
-                    "bootstrap_servers": bootstrap,
-                    "input_topic": topic,
-                    "output_topic": output,
-                    "group_id": group,
-                },
-                "api": {"url": api.url, "token": TEST_TOKEN},
-                "observability": {"http_port": 0, "log_level": "warning"},
-            },
+        config = daemon_config(
+            workdir / f"bench-{latency_ms}.toml", bootstrap, topic, output, group, api.url
         )
         began = time.monotonic()
         daemon = Daemon(config, workdir / f"bench-{latency_ms}.log")
@@ -197,18 +210,8 @@ def run_paced(
     create_topic(bootstrap, output, PARTITIONS)
     group = unique_name("bench-paced")
     with running_fake_api("--token", TEST_TOKEN, "--latency-ms", str(latency_ms)) as api:
-        config = write_config(
-            workdir / "bench-paced.toml",
-            {
-                "kafka": {
-                    "bootstrap_servers": bootstrap,
-                    "input_topic": topic,
-                    "output_topic": output,
-                    "group_id": group,
-                },
-                "api": {"url": api.url, "token": TEST_TOKEN},
-                "observability": {"http_port": 0, "log_level": "warning"},
-            },
+        config = daemon_config(
+            workdir / "bench-paced.toml", bootstrap, topic, output, group, api.url
         )
         daemon = Daemon(config, workdir / "bench-paced.log")
         try:
@@ -239,8 +242,8 @@ def markdown(rows: list[dict[str, Any]], ceiling: float) -> str:
         latency = "" if r["api_latency_ms"] is None else f"{r['api_latency_ms']} ms"
         lines.append(
             f"| {r['case']} | {latency}"
-            f" | {r['records_per_s']:,} | {r['records_per_s'] / ceiling:.2f} | {r['p50_ms']:.0f}"
-            f" | {r['p99_ms']:.0f} | {r.get('api_requests', '')} | {r.get('mean_batch_fill', '')}"
+            f" | {r['records_per_s']:,} | {r['records_per_s'] / ceiling:.2f} | {ms(r['p50_ms'])}"
+            f" | {ms(r['p99_ms'])} | {r.get('api_requests', '')} | {r.get('mean_batch_fill', '')}"
             f" | {r['daemon_cpu_s']} | {r.get('api_cpu_s', '')} | {r['peak_rss_mb']} |"
         )
     return head + "\n".join(lines) + "\n"
@@ -317,8 +320,8 @@ def main() -> int:
     )
     table += (
         f"\nAt half the saturating rate ({paced['input_rate']:,} records/s, API latency "
-        f"{paced['api_latency_ms']} ms): append-to-result p50 {paced['p50_ms']:.0f} ms, "
-        f"p99 {paced['p99_ms']:.0f} ms (target <= {paced['p99_budget_ms']} ms).\n"
+        f"{paced['api_latency_ms']} ms): append-to-result p50 {ms(paced['p50_ms'])} ms, "
+        f"p99 {ms(paced['p99_ms'])} ms (target <= {paced['p99_budget_ms']} ms).\n"
     )
     (RESULTS / "latest.md").write_text(table)
     plotted = plot(rows, RESULTS / "latest.png")

@@ -155,7 +155,7 @@ class Daemon:
             await asyncio.wait_for(producer.start(), STEP_TIMEOUT_S * 6)
             consumer.subscribe([settings.kafka.input_topic], listener=pipeline)
             await asyncio.wait_for(consumer.start(), STEP_TIMEOUT_S * 6)
-        except (TimeoutError, OSError, Exception) as exc:
+        except Exception as exc:  # any start failure ends the same way
             log.error("kafka_start_failed", error=repr(exc))
             await self._close(consumer.stop, producer.stop, client.close, health.stop)
             return EXIT_FAILURE

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from daemon_proc import TEST_TOKEN, write_config
-from kafkahelp import Message
+from daemon_proc import TEST_TOKEN, wait_for, write_config
+from kafkahelp import Message, lag
 
 from streamstop.core.decode import Decoded, decode_value
 from streamstop.core.interpret import status_for_code
@@ -129,3 +129,8 @@ def check_requests(received: list[dict[str, Any]]) -> None:
     for request in received:
         assert len(request["uuids"]) <= MAX_SIZE
         assert len(set(request["uuids"])) == len(request["uuids"])
+
+
+def wait_committed(bootstrap: str, topics: dict[str, str], timeout_s: float, what: str) -> None:
+    """Poll until the group has committed every input record."""
+    wait_for(lambda: lag(bootstrap, topics["group"], topics["input"]) == 0, timeout_s, what)

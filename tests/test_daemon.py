@@ -13,8 +13,16 @@ import pytest
 from daemon_proc import TEST_TOKEN, exposed_metric_names, running_daemon, wait_for
 from fakeapi_proc import running_fake_api
 from k8s_validate import CHART, build_helm, chart_metric_names, render
-from kafkahelp import Message, committed_offsets, consume_all, end_offsets, lag, produce
-from scenario import check_requests, check_results, config_for, corpus, expected_result, topics_for
+from kafkahelp import Message, committed_offsets, consume_all, end_offsets, produce
+from scenario import (
+    check_requests,
+    check_results,
+    config_for,
+    corpus,
+    expected_result,
+    topics_for,
+    wait_committed,
+)
 
 pytestmark = pytest.mark.kafka
 
@@ -33,11 +41,7 @@ def test_every_record_gets_exactly_one_correct_result(
         ) as daemon,
     ):
         daemon.wait_ready()
-        wait_for(
-            lambda: lag(kafka_bootstrap, topics["group"], topics["input"]) == 0,
-            180,
-            "every offset committed",
-        )
+        wait_committed(kafka_bootstrap, topics, 180, "every offset committed")
         results = consume_all(kafka_bootstrap, topics["output"], len(messages), timeout_s=60)
         per_record = check_results(messages, positions, results, topics["input"])
         assert set(per_record.values()) == {1}, "exactly one result per record"
@@ -104,11 +108,7 @@ def test_sigterm_mid_run_then_restart_loses_nothing(
             assert all(tuple(p) in done for p in below)
         with running_daemon(config, tmp_path / "d2.log") as second:
             second.wait_ready()
-            wait_for(
-                lambda: lag(kafka_bootstrap, topics["group"], topics["input"]) == 0,
-                180,
-                "the restart finishes the rest",
-            )
+            wait_committed(kafka_bootstrap, topics, 180, "the restart finishes the rest")
         results = consume_all(kafka_bootstrap, topics["output"], len(messages), timeout_s=60)
         per_record = check_results(messages, positions, results, topics["input"])
         duplicates = sum(n - 1 for n in per_record.values())
@@ -131,11 +131,7 @@ def test_two_daemons_rebalance_without_loss(
             with running_daemon(config, tmp_path / "b.log") as second:
                 # The second member joining forces a rebalance while the first is busy.
                 second.wait_ready()
-                wait_for(
-                    lambda: lag(kafka_bootstrap, topics["group"], topics["input"]) == 0,
-                    180,
-                    "both members finish",
-                )
+                wait_committed(kafka_bootstrap, topics, 180, "both members finish")
                 assert first.events("partitions_revoked")
                 assert second.metric("streamstop_results_total") > 0 or (
                     first.metric("streamstop_results_total") >= len(messages)
@@ -162,9 +158,7 @@ def test_records_older_than_max_age_expire_without_an_api_call(
         config = config_for(tmp_path, kafka_bootstrap, topics, api.url, batch__max_record_age_s=60)
         with running_daemon(config, tmp_path / "d.log") as daemon:
             daemon.wait_ready()
-            wait_for(
-                lambda: lag(kafka_bootstrap, topics["group"], topics["input"]) == 0, 60, "done"
-            )
+            wait_committed(kafka_bootstrap, topics, 60, "done")
         results = [
             orjson.loads(r.value)
             for r in consume_all(kafka_bootstrap, topics["output"], len(messages), timeout_s=30)

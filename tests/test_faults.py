@@ -22,6 +22,7 @@ from scenario import (
     corpus,
     expected_result,
     topics_for,
+    wait_committed,
 )
 
 pytestmark = pytest.mark.kafka
@@ -73,11 +74,7 @@ def test_sigkill_at_random_moments_loses_nothing(
                     daemon.wait_exit(10)
                     kills += 1
                     continue
-                wait_for(
-                    lambda: lag(kafka_bootstrap, topics["group"], topics["input"]) == 0,
-                    240,
-                    "the last run finishes everything",
-                )
+                wait_committed(kafka_bootstrap, topics, 240, "the last run finishes everything")
         results = consume_all(kafka_bootstrap, topics["output"], len(messages), timeout_s=60)
         per_record = check_results(messages, positions, results, topics["input"])
         received = api.received()
@@ -111,11 +108,7 @@ def test_broker_restart_mid_run(kafka_broker: KafkaBroker, make_topic: Any, tmp_
             wait_for(lambda: daemon.metric("streamstop_results_total") > 1000, 60, "progress")
             kafka_broker.stop()
             kafka_broker.start()
-            wait_for(
-                lambda: lag(bootstrap, topics["group"], topics["input"]) == 0,
-                240,
-                "the daemon recovers by itself",
-            )
+            wait_committed(bootstrap, topics, 240, "the daemon recovers by itself")
             assert daemon.proc.poll() is None, "no restart was needed"
         results = consume_all(bootstrap, topics["output"], len(messages), timeout_s=60)
         per_record = check_results(messages, positions, results, topics["input"])
@@ -151,11 +144,7 @@ def test_api_outage_fails_nothing_and_bounds_memory(
             assert daemon.metric("streamstop_paused_partitions") > 0
             assert daemon.metric("streamstop_results_total", {"status": "failed"}) == 0
             api.set(outage=False)
-            wait_for(
-                lambda: lag(kafka_bootstrap, topics["group"], topics["input"]) == 0,
-                180,
-                "throughput recovers after the outage",
-            )
+            wait_committed(kafka_bootstrap, topics, 180, "throughput recovers after the outage")
         results = consume_all(kafka_bootstrap, topics["output"], len(messages), timeout_s=60)
     check_results(messages, positions, results, topics["input"])
     assert "failed" not in statuses(results)
@@ -189,11 +178,7 @@ def test_bad_credentials_then_fixed_token_file(
             assert not daemon.ready()
             assert committed_offsets(kafka_bootstrap, topics["group"], topics["input"]) == {}
             token_file.write_text(f"{TEST_TOKEN}\n")
-            wait_for(
-                lambda: lag(kafka_bootstrap, topics["group"], topics["input"]) == 0,
-                120,
-                "recovery without a restart",
-            )
+            wait_committed(kafka_bootstrap, topics, 120, "recovery without a restart")
             assert daemon.ready()
             assert daemon.metric("streamstop_config_error") == 0
         results = consume_all(kafka_bootstrap, topics["output"], len(messages), timeout_s=60)
@@ -222,9 +207,7 @@ def test_bisection_fails_only_rejected_uuids(
         config = config_for(tmp_path, kafka_bootstrap, topics, api.url)
         with running_daemon(config, tmp_path / "d.log") as daemon:
             daemon.wait_ready()
-            wait_for(
-                lambda: lag(kafka_bootstrap, topics["group"], topics["input"]) == 0, 120, "done"
-            )
+            wait_committed(kafka_bootstrap, topics, 120, "done")
         results = consume_all(kafka_bootstrap, topics["output"], len(messages), timeout_s=60)
         check_requests(api.received())
     check_results(messages, positions, results, topics["input"], expect)
@@ -249,9 +232,7 @@ def test_api_rejecting_everything_trips_the_breaker(
             assert not daemon.ready()
             assert daemon.metric("streamstop_results_total", {"status": "failed"}) == 0
             api.set(reject_all=False)
-            wait_for(
-                lambda: lag(kafka_bootstrap, topics["group"], topics["input"]) == 0, 120, "done"
-            )
+            wait_committed(kafka_bootstrap, topics, 120, "done")
         results = consume_all(kafka_bootstrap, topics["output"], len(messages), timeout_s=60)
     check_results(messages, positions, results, topics["input"])
     assert "failed" not in statuses(results)
@@ -301,9 +282,7 @@ def test_poison_input_ends_invalid_while_running(
         config = config_for(tmp_path, kafka_bootstrap, topics, api.url)
         with running_daemon(config, tmp_path / "d.log") as daemon:
             daemon.wait_ready()
-            wait_for(
-                lambda: lag(kafka_bootstrap, topics["group"], topics["input"]) == 0, 120, "done"
-            )
+            wait_committed(kafka_bootstrap, topics, 120, "done")
             assert daemon.proc.poll() is None
             assert daemon.get("/livez")[0] == 200
         results = consume_all(kafka_bootstrap, topics["output"], len(messages), timeout_s=60)
