@@ -90,9 +90,3 @@ def configure(level: str = "info", fmt: str = "json") -> None:
         logging.getLogger("aiokafka").setLevel(max(numeric, logging.WARNING))
         logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     logging.captureWarnings(True)
-
-
-def get_logger(name: str) -> structlog.stdlib.BoundLogger:
-    """A structlog logger carrying the module name."""
-    logger: structlog.stdlib.BoundLogger = structlog.get_logger().bind(logger=name)
-    return logger

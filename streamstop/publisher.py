@@ -12,14 +12,15 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple
 
-from aiokafka.errors import KafkaError
+import structlog
+from aiokafka.errors import KafkaError, KafkaTimeoutError
 
 from streamstop.core.partition import partition_for_key
-from streamstop.logs import get_logger
 
-log = get_logger(__name__)
+log = structlog.get_logger("streamstop.publisher")
 
 RETRY_PAUSE_S = (0.2, 5.0)
+ENQUEUE_TIMEOUT_S = 30.0
 
 
 class OutMessage(NamedTuple):
@@ -90,7 +91,7 @@ class Publisher:
         for (topic, partition), group in groups.items():
             for chunk, batch in self._batches(group):
                 try:
-                    future = await self._producer.send_batch(batch, topic, partition=partition)
+                    future = await self._enqueue(batch, topic, partition)
                 except KafkaError as exc:
                     failed.extend((message, exc) for message in chunk)
                     continue
@@ -128,6 +129,21 @@ class Publisher:
                     headers=list(message.headers),
                 )
         yield group[start:], batch
+
+    async def _enqueue(self, batch: Any, topic: str, partition: int) -> asyncio.Future[Any]:
+        """Queue a batch for its partition. aiokafka allows one queued batch per partition
+        and its wait loop subtracts the elapsed time once per turn, so under contention it
+        raises KafkaTimeoutError long before its timeout: keep waiting for our own."""
+        deadline = time.monotonic() + ENQUEUE_TIMEOUT_S
+        while True:
+            try:
+                future: asyncio.Future[Any] = await self._producer.send_batch(
+                    batch, topic, partition=partition
+                )
+                return future
+            except KafkaTimeoutError:
+                if time.monotonic() >= deadline:
+                    raise
 
     async def _partition_count(self, topic: str) -> int:
         count = self._partitions.get(topic)
