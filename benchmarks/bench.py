@@ -282,6 +282,8 @@ def plot(rows: list[dict[str, Any]], path: Path) -> bool:
     right = left.twinx()
     right.plot(xs, [r["p99_ms"] for r in cases], "s-", color="tab:red", label="p99 ms")
     right.set_ylabel("p99 time to result in the backlog run (ms)")
+    left.set_ylim(bottom=0)
+    right.set_ylim(bottom=0)
     fig.legend(loc="upper center", ncols=3, fontsize="small")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
