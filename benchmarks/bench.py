@@ -44,6 +44,9 @@ PARTITIONS = 6
 MAX_SIZE = 10_000
 RESULTS = Path(os.environ.get("BENCH_RESULTS_DIR", REPO / "benchmarks" / "results"))
 TICKS = os.sysconf("SC_CLK_TCK")
+# Timestamps are the broker's append times, not the producers' clocks: time-to-result is
+# measured from the input record's append to the result's append.
+BROKER_TIME = {"message.timestamp.type": "LogAppendTime"}
 
 
 def proc_stats(pid: int) -> tuple[float, float]:
@@ -111,7 +114,7 @@ def daemon_config(
 
 def run_ceiling(bootstrap: str, topic: str, count: int) -> dict[str, Any]:
     output = unique_name("bench-ceiling-out")
-    create_topic(bootstrap, output, PARTITIONS)
+    create_topic(bootstrap, output, PARTITIONS, BROKER_TIME)
     group = unique_name("bench-ceiling")
     began = time.monotonic()
     started_ms = time.time() * 1000
@@ -145,7 +148,7 @@ def run_streamstop(
     bootstrap: str, topic: str, count: int, latency_ms: int, workdir: Path, measure_latency: bool
 ) -> dict[str, Any]:
     output = unique_name("bench-out")
-    create_topic(bootstrap, output, PARTITIONS)
+    create_topic(bootstrap, output, PARTITIONS, BROKER_TIME)
     group = unique_name("bench")
     with running_fake_api("--token", TEST_TOKEN, "--latency-ms", str(latency_ms)) as api:
         config = daemon_config(
@@ -220,8 +223,8 @@ def run_paced(
     """Latency at a given input rate: the daemon is caught up, then records arrive live."""
     topic = unique_name("bench-paced-in")
     output = unique_name("bench-paced-out")
-    create_topic(bootstrap, topic, PARTITIONS)
-    create_topic(bootstrap, output, PARTITIONS)
+    create_topic(bootstrap, topic, PARTITIONS, BROKER_TIME)
+    create_topic(bootstrap, output, PARTITIONS, BROKER_TIME)
     group = unique_name("bench-paced")
     with running_fake_api("--token", TEST_TOKEN, "--latency-ms", str(latency_ms)) as api:
         config = daemon_config(
@@ -295,7 +298,7 @@ def main() -> int:
     workdir = Path(os.environ.get("BENCH_WORKDIR", "/tmp/streamstop-bench"))
     workdir.mkdir(parents=True, exist_ok=True)
     topic = unique_name("bench-in")
-    create_topic(bootstrap, topic, PARTITIONS)
+    create_topic(bootstrap, topic, PARTITIONS, BROKER_TIME)
     produce(bootstrap, topic, records(RECORDS))
     assert sum(end_offsets(bootstrap, topic).values()) == RECORDS
     print(f"pre-produced {RECORDS:,} records to {topic}", flush=True)
@@ -312,7 +315,7 @@ def main() -> int:
     memory: dict[str, Any] | None = None
     if MEMORY_RECORDS:
         big = unique_name("bench-backlog")
-        create_topic(bootstrap, big, PARTITIONS)
+        create_topic(bootstrap, big, PARTITIONS, BROKER_TIME)
         for start in range(0, MEMORY_RECORDS, 200_000):
             produce(bootstrap, big, records(min(200_000, MEMORY_RECORDS - start)))
         memory = run_streamstop(bootstrap, big, MEMORY_RECORDS, 0, workdir, False)

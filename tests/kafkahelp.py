@@ -164,10 +164,15 @@ def _raise_topic_errors(results: list[Any]) -> None:
             raise for_code(code)(f"topic {topic!r}")
 
 
-async def create_topic_async(bootstrap: str, topic: str, partitions: int = 6) -> None:
-    """Create `topic` and return once every partition has a leader, i.e. it is usable."""
+async def create_topic_async(
+    bootstrap: str, topic: str, partitions: int = 6, configs: dict[str, str] | None = None
+) -> None:
+    """Create `topic` (with topic `configs`) and return once every partition has a
+    leader, i.e. it is usable."""
     async with _admin(bootstrap) as admin:
-        created = await admin.create_topics([NewTopic(topic, partitions, 1)])
+        created = await admin.create_topics(
+            [NewTopic(topic, partitions, 1, topic_configs=configs or {})]
+        )
         _raise_topic_errors(created.topic_errors)
         deadline = time.monotonic() + _TOPIC_READY_TIMEOUT_S
         while not _has_leaders(await admin.describe_topics([topic]), partitions):
