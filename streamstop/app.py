@@ -137,9 +137,8 @@ class Daemon:
             rebalance_timeout_ms=int((settings.lifecycle.revoke_timeout_s + 10) * 1000),
             max_poll_interval_ms=300_000,
         )
-        pipeline = Pipeline(
-            settings, consumer, Publisher(producer, give_up_s=120.0), stopper, self.metrics
-        )
+        publisher = Publisher(producer, give_up_s=120.0)
+        pipeline = Pipeline(settings, consumer, publisher, stopper, self.metrics)
         health = HealthServer(
             settings.observability.http_port,
             self.metrics,
@@ -153,6 +152,10 @@ class Daemon:
         await client.start()
         try:
             await asyncio.wait_for(producer.start(), STEP_TIMEOUT_S * 6)
+            outputs = [settings.kafka.output_topic, settings.kafka.dlq_topic]
+            await asyncio.wait_for(
+                publisher.prepare(topic for topic in outputs if topic), STEP_TIMEOUT_S * 6
+            )
             consumer.subscribe([settings.kafka.input_topic], listener=pipeline)
             await asyncio.wait_for(consumer.start(), STEP_TIMEOUT_S * 6)
         except Exception as exc:  # any start failure ends the same way

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, NamedTuple
 
 import structlog
@@ -44,6 +44,16 @@ class Publisher:
         self._give_up_s = give_up_s
         self._partitions: dict[str, int] = {}
         self._round_robin = 0
+
+    async def prepare(self, topics: Iterable[str]) -> None:
+        """Learn each topic's partitions before the first result is due: a missing output
+        topic stops the daemon at start-up with its name, and the first batch does not
+        pay for the metadata round trip."""
+        for topic in topics:
+            try:
+                await self._partition_count(topic)
+            except KafkaError as exc:
+                raise PublishError(f"topic {topic!r} is not available: {exc!r}") from None
 
     async def publish(self, messages: Sequence[OutMessage]) -> None:
         """Return once Kafka acknowledged every message; raise PublishError otherwise."""

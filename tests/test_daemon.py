@@ -169,3 +169,19 @@ def test_records_older_than_max_age_expire_without_an_api_call(
     assert all(r["attempts"] == 0 and r["error"] for r in results if r["status"] == "expired")
     assert not sent & set(stale)
     assert set(fresh) <= sent
+
+
+def test_missing_output_topic_stops_start_up_naming_it(
+    kafka_bootstrap: str, make_topic: Any, tmp_path: Path
+) -> None:
+    topics = topics_for(make_topic, dlq=False)
+    topics["output"] = f"missing-{uuid.uuid4().hex[:8]}"  # never created; no auto-creation
+    produce(kafka_bootstrap, topics["input"], [str(uuid.uuid4()) for _ in range(10)])
+    with running_fake_api("--token", TEST_TOKEN) as api:
+        config = config_for(tmp_path, kafka_bootstrap, topics, api.url)
+        with running_daemon(config, tmp_path / "d.log") as daemon:
+            assert daemon.wait_exit(90) != 0
+        assert api.received() == []
+    [failure] = daemon.events("kafka_start_failed")
+    assert topics["output"] in failure["error"]
+    assert committed_offsets(kafka_bootstrap, topics["group"], topics["input"]) == {}
