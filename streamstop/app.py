@@ -8,6 +8,7 @@ flush the producer → close HTTP → stop the health server. A second signal ex
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
 import sys
@@ -162,6 +163,11 @@ class Daemon:
             log.error("kafka_start_failed", error=repr(exc))
             await self._close(consumer.stop, producer.stop, client.close, health.stop)
             return EXIT_FAILURE
+        # Everything built so far (modules, clients, settings) lives as long as the
+        # process: move it out of the collector's sight, so full collections only walk
+        # objects made since. Full collections over the start-up heap took ~50 ms each,
+        # a pause every in-flight record paid for.
+        gc.freeze()
         tasks = [
             asyncio.create_task(pipeline.consume(), name="consume"),
             asyncio.create_task(pipeline.commit_periodically(), name="commit"),

@@ -23,7 +23,7 @@ from streamstop.config import Settings
 from streamstop.core.batcher import Batch, Batcher
 from streamstop.core.decode import Invalid, decode_value
 from streamstop.core.offsets import OffsetTracker
-from streamstop.core.results import Status, build_result
+from streamstop.core.results import Status, build_result, format_timestamp
 from streamstop.metrics import Metrics
 from streamstop.publisher import OutMessage, Publisher
 from streamstop.stopper import Resolution, Stopper
@@ -35,6 +35,7 @@ MAX_POLL_TIMEOUT_S = 0.1
 MAX_RECORDS_PER_POLL = 10_000
 RESUME_FRACTION = 0.75
 DLQ_MAX_VALUE_BYTES = 512 * 1024
+PUBLISH_SLICE = 1000  # uuids turned into results and sent at a time
 EXPIRED_REASON = "older than batch.max_record_age_s"
 Headers = Sequence[tuple[str, bytes]]
 
@@ -56,7 +57,7 @@ class PartitionState:
 class Rec:
     """What a pending record keeps for its result: never the raw value."""
 
-    __slots__ = ("headers", "offset", "part", "received_at", "request_id")
+    __slots__ = ("headers", "offset", "part", "received", "received_at", "request_id")
 
     def __init__(
         self,
@@ -65,16 +66,20 @@ class Rec:
         headers: Headers,
         request_id: str | None,
         received_at: float,
+        received: str,
     ) -> None:
         self.part = part
         self.offset = offset
         self.headers = headers
         self.request_id = request_id
         self.received_at = received_at
+        self.received = received  # received_at, formatted for the result
 
 
 # A record answered without the API: (record, status, reason, raw record for the DLQ, uuid).
 LocalAnswer = tuple[Rec, Status, str, Any, str | None]
+# Results ready to publish: messages, the records they finish, counts by status.
+Done = tuple[list["OutMessage"], list[Rec], "collections.Counter[str]"]
 
 
 class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -150,6 +155,7 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
     def _take(self, fetched: dict[TopicPartition, list[Any]]) -> None:
         """Decode a poll's records: valid ones into the batcher, the rest answered now."""
         wall = time.time()
+        received = format_timestamp(wall)
         now = time.monotonic()
         max_age_ms = self._max_age_ms
         local: list[LocalAnswer] = []
@@ -165,10 +171,10 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
                 track(record.offset)
                 decoded = decode_value(record.value)
                 if isinstance(decoded, Invalid):
-                    rec = Rec(part, record.offset, record.headers, None, wall)
+                    rec = Rec(part, record.offset, record.headers, None, wall, received)
                     local.append((rec, Status.INVALID, decoded.reason, record, None))
                     continue
-                rec = Rec(part, record.offset, record.headers, decoded.request_id, wall)
+                rec = Rec(part, record.offset, record.headers, decoded.request_id, wall, received)
                 if max_age_ms and wall * 1000.0 - record.timestamp > max_age_ms:
                     local.append((rec, Status.EXPIRED, EXPIRED_REASON, None, decoded.uuid))
                     continue
@@ -208,6 +214,8 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
         if task.cancelled():
             return
         exc = task.exception()
+        while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+            exc = exc.exceptions[0]  # a failed publish slice: report the error itself
         if exc is not None and self.fatal is None:
             self.fatal = exc
             log.error("fatal_error", error=repr(exc))
@@ -217,12 +225,12 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
         waiters = batch.waiters
         output = self._output
 
-        async def publish(answers: dict[str, Resolution]) -> None:
-            completed = time.time()
+        def results(answers: list[tuple[str, Resolution]]) -> Done:
+            completed = format_timestamp(time.time())
             messages: list[OutMessage] = []
             recs: list[Rec] = []
             statuses: collections.Counter[str] = collections.Counter()
-            for uuid, res in answers.items():
+            for uuid, res in answers:
                 key = uuid.encode()
                 for rec in waiters[uuid]:
                     part = rec.part
@@ -237,22 +245,41 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
                         offset=rec.offset,
                         batch_id=batch_id,
                         attempts=res.attempts,
-                        received_at=rec.received_at,
+                        received_at=rec.received,
                         completed_at=completed,
                     )
                     messages.append(OutMessage(output, key, value, rec.headers))
                     recs.append(rec)
                 statuses[res.status] += len(waiters[uuid])
-            await self._publisher.publish(messages)
-            self._done(recs, statuses)
+            return messages, recs, statuses
+
+        async def publish(answers: dict[str, Resolution]) -> None:
+            # Slice by slice, in request order, so the oldest records (first in the batch)
+            # reach Kafka first. At most two slices are out at once: the next one is built
+            # while the previous one is on its way, and building never starves the event
+            # loop of the acks (and polls) it has to process meanwhile.
+            items = list(answers.items())
+            async with asyncio.TaskGroup() as group:
+                previous: asyncio.Task[None] | None = None
+                for start in range(0, len(items), PUBLISH_SLICE):
+                    done = results(items[start : start + PUBLISH_SLICE])
+                    sending = group.create_task(self._publish(done))
+                    if previous is not None:
+                        await asyncio.wait([previous])  # its failure is the group's to raise
+                    previous = sending
 
         left = await self._stopper.resolve(batch.uuids, batch_id, publish, self.is_stopping)
         if left:
             log.info("batch_left_unfinished", batch_id=batch_id, uuids=len(left))
 
+    async def _publish(self, done: Done) -> None:
+        messages, recs, statuses = done
+        await self._publisher.publish(messages)
+        self._done(recs, statuses)
+
     async def _publish_local(self, local: list[LocalAnswer]) -> None:
         """Results (and DLQ copies) for records answered without the API."""
-        completed = time.time()
+        completed = format_timestamp(time.time())
         messages: list[OutMessage] = []
         statuses: collections.Counter[str] = collections.Counter()
         for rec, status, reason, record, uuid in local:
@@ -272,7 +299,7 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
                         offset=rec.offset,
                         batch_id=None,
                         attempts=0,
-                        received_at=rec.received_at,
+                        received_at=rec.received,
                         completed_at=completed,
                     ),
                     rec.headers,

@@ -128,7 +128,8 @@ class Publisher:
                 )
                 is None
             ):
-                # Full. The first record of a batch is always accepted, however large.
+                # Full (and closed by aiokafka). The first record of a batch is always
+                # accepted, however large.
                 yield group[start:index], batch
                 batch = self._producer.create_batch()
                 start = index
@@ -138,6 +139,9 @@ class Publisher:
                     value=message.value,
                     headers=list(message.headers),
                 )
+        # Closed batches are sent at once: nothing else will be added to them, so
+        # waiting out the producer's linger_ms would only add latency.
+        batch.close()
         yield group[start:], batch
 
     async def _enqueue(self, batch: Any, topic: str, partition: int) -> asyncio.Future[Any]:

@@ -9,6 +9,7 @@ backoff); this module only waits, sends and counts.
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -191,8 +192,7 @@ class Stopper:
             self.throttle.on_success()
             self.breaker.on_accepted()
             answers = {
-                uuid: Resolution(_status(code), code, _error(code), attempts[uuid])
-                for uuid, code in verdict.codes.items()
+                uuid: _resolution(code, attempts[uuid]) for uuid, code in verdict.codes.items()
             }
             return kind, "missing from the response", answers, verdict.missing
         if kind is Kind.RETRY:
@@ -297,12 +297,14 @@ _OUTCOMES = {
 _KNOWN = {code: Status(status_for_code(code)) for code in (200, 202, 403, 404)}
 
 
-def _status(code: int) -> Status:
-    return _KNOWN.get(code, Status.UNKNOWN_CODE)
-
-
-def _error(code: int) -> str | None:
-    return None if code in _KNOWN else f"unknown per-item code {code}"
+@functools.lru_cache(maxsize=1024)
+def _resolution(code: int, attempts: int) -> Resolution:
+    """The answer for a per-item code. Answers are immutable and few distinct ones
+    exist (code x attempt count), so a 10,000-uuid response builds a handful, not 10,000."""
+    status = _KNOWN.get(code)
+    if status is None:
+        return Resolution(Status.UNKNOWN_CODE, code, f"unknown per-item code {code}", attempts)
+    return Resolution(status, code, None, attempts)
 
 
 def _retry_reason(kind: Kind, reason: str) -> str:

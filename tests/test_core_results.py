@@ -39,8 +39,8 @@ def test_a_stopped_result_carries_every_field() -> None:
         offset=42,
         batch_id="b-7",
         attempts=2,
-        received_at=1_767_323_045.678,
-        completed_at=1_767_323_046.5,
+        received_at=format_timestamp(1_767_323_045.678),
+        completed_at=format_timestamp(1_767_323_046.5),
     )
     assert orjson.loads(value) == {
         "schemaVersion": 1,
@@ -69,8 +69,8 @@ def test_an_invalid_result_keeps_its_nulls() -> None:
         offset=0,
         batch_id=None,
         attempts=0,
-        received_at=0.0,
-        completed_at=0.0,
+        received_at=format_timestamp(0.0),
+        completed_at=format_timestamp(0.0),
     )
     assert b'"messageUuid":null' in value
     decoded = orjson.loads(value)
@@ -108,8 +108,8 @@ def test_every_field_is_always_present(
         offset=9,
         batch_id=batch_id,
         attempts=1,
-        received_at=received_at,
-        completed_at=received_at + 0.25,
+        received_at=format_timestamp(received_at),
+        completed_at=format_timestamp(received_at + 0.25),
     )
     decoded = orjson.loads(value)
     assert list(decoded) == FIELDS
@@ -163,8 +163,8 @@ def test_a_result_held_in_memory_costs_about_its_size() -> None:
                 offset=i,
                 batch_id="b",
                 attempts=1,
-                received_at=1.0,
-                completed_at=2.0,
+                received_at=format_timestamp(1.0),
+                completed_at=format_timestamp(2.0),
             )
             for i in range(2000)
         ]
