@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import itertools
 import time
 import uuid as uuidlib
 from collections.abc import Sequence
@@ -258,11 +259,11 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
             # reach Kafka first. At most two slices are out at once: the next one is built
             # while the previous one is on its way, and building never starves the event
             # loop of the acks (and polls) it has to process meanwhile.
-            items = list(answers.items())
+            items = iter(answers.items())
             async with asyncio.TaskGroup() as group:
                 previous: asyncio.Task[None] | None = None
-                for start in range(0, len(items), PUBLISH_SLICE):
-                    done = results(items[start : start + PUBLISH_SLICE])
+                while chunk := list(itertools.islice(items, PUBLISH_SLICE)):
+                    done = results(chunk)
                     sending = group.create_task(self._publish(done))
                     if previous is not None:
                         await asyncio.wait([previous])  # its failure is the group's to raise
