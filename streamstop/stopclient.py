@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import aiohttp
 import orjson
 
+from streamstop.config import ConfigError
+
 
 @dataclass(frozen=True, slots=True)
 class Response:
@@ -21,6 +23,11 @@ class Response:
     status: int
     headers: Mapping[str, str]
     body: bytes
+
+
+class CredentialsError(Exception):
+    """The token cannot be read now (say, a rotated Secret file is empty): no request is
+    sent. The message names the setting and the problem, never the token."""
 
 
 class TransportError(Exception):
@@ -67,8 +74,12 @@ class StopClient:
     async def post(self, uuids: list[str], request_id: str) -> Response:
         """Send one request; raises TransportError when there is no HTTP answer."""
         assert self._session is not None, "StopClient.start() not called"
+        try:
+            token = self._token()
+        except ConfigError as exc:
+            raise CredentialsError(str(exc)) from None
         headers = {
-            "Authorization": f"Basic {self._token()}",
+            "Authorization": f"Basic {token}",
             "Content-Type": "application/json",
             "X-Request-Id": request_id,
         }

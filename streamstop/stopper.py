@@ -23,7 +23,7 @@ from streamstop.core.interpret import Kind, interpret_response, status_for_code
 from streamstop.core.results import Status
 from streamstop.core.throttle import Throttle
 from streamstop.metrics import Metrics
-from streamstop.stopclient import StopClient, TransportError
+from streamstop.stopclient import CredentialsError, StopClient, TransportError
 
 log = structlog.get_logger("streamstop.stopper")
 
@@ -176,6 +176,10 @@ class Stopper:
                 self.throttle.on_transient(time.monotonic(), None, slow_down=False)
                 log.warning("api_transport_error", batch_id=batch_id, error=str(exc))
                 return Kind.RETRY, f"connection error: {exc}", {}, unit
+            except CredentialsError as exc:
+                # No request went out: the token itself is unusable. Wait for a fixed
+                # Secret like for a 401, without marking anything failed.
+                return self._configuration_error(time.monotonic(), batch_id, None, str(exc), unit)
             finally:
                 self._metrics.in_flight.dec()
                 self._metrics.api_latency.observe(time.monotonic() - began)
@@ -219,12 +223,17 @@ class Stopper:
             if verdict.kind is Kind.CONFIG_ERROR
             else (f"API rejects every request ({verdict.reason})")
         )
+        return self._configuration_error(now, batch_id, response.status, reason, unit)
+
+    def _configuration_error(
+        self, now: float, batch_id: str, status: int | None, reason: str, unit: list[str]
+    ) -> tuple[Kind, str, dict[str, Resolution], list[str]]:
         self._enter_config_error(now)
         delay = self.throttle.on_config_error(now)
         log.error(
             "api_configuration_error",
             batch_id=batch_id,
-            status=response.status,
+            status=status,
             reason=reason,
             next_probe_s=round(delay, 3),
         )
