@@ -90,30 +90,46 @@ class Stopper:
     ) -> list[str]:
         """Resolve `uuids`, publishing answers as they come. Returns the uuids left without
         an answer because the daemon is stopping (their records stay uncommitted)."""
+        try:
+            return await self._resolve(uuids, batch_id, publish, stopping)
+        finally:
+            self.breaker.forget(batch_id)
+
+    async def _resolve(
+        self, uuids: list[str], batch_id: str, publish: Publish, stopping: Callable[[], bool]
+    ) -> list[str]:
         bound = log.bind(batch_id=batch_id)
         state = _BatchState(dict.fromkeys(uuids, 0))
         attempts = state.attempts
         stack: list[list[str]] = [uuids]
-        rejected: dict[str, str] = {}
+        # Single uuids the API rejected while the breaker was closed: the reason, and how
+        # often the breaker had opened by then. Their rejection is final unless the
+        # breaker opened since: then it may have been the broken API's doing.
+        rejected: dict[str, tuple[str, int]] = {}
+        held: list[str] = []  # single uuids rejected while the breaker was open
         while stack:
             unit = stack.pop()
             last_reason = ""
             while unit:
                 if stopping() and attempts[unit[0]] > 0:
-                    return self._leftovers(unit, stack, rejected)
+                    return [*unit, *(uuid for part in stack for uuid in part), *rejected, *held]
                 kind, reason, answers, unit = await self._attempt(unit, batch_id, state)
                 if answers:
                     await publish(answers)
                 if not unit:
                     break
                 last_reason = reason or last_reason
-                if kind is Kind.SPLIT and not self.breaker.open:
-                    if len(unit) == 1:
-                        rejected[unit[0]] = reason
-                    else:
+                if kind is Kind.SPLIT:
+                    # Bisect even while the breaker is open (one probe at a time then):
+                    # only a request that gets accepted can show the API works again.
+                    if len(unit) > 1:
                         half = len(unit) // 2
                         stack.extend((unit[half:], unit[:half]))
                         self._metrics.retries.labels(reason="split").inc(len(unit))
+                    elif self.breaker.open:
+                        held.append(unit[0])
+                    else:
+                        rejected[unit[0]] = (reason, self.breaker.opened)
                     break
                 if kind is not Kind.CONFIG_ERROR and self._elapsed(state) >= (
                     self._policy.deadline_s
@@ -133,20 +149,27 @@ class Stopper:
                             self._rand.random,
                         )
                     )
-            if not stack and rejected:
-                if self.breaker.open:
-                    # The API rejects everything: not these uuids' fault. Retry them
-                    # through the configuration-error path.
-                    stack.append(list(rejected))
-                    rejected = {}
-                    continue
+            if stack:
+                continue
+            if self.breaker.open:
+                doubtful, final = [*held, *rejected], {}
+            else:
+                opened = self.breaker.opened
+                doubtful = [*held, *(u for u, (_, seen) in rejected.items() if seen < opened)]
+                final = {u: why for u, (why, seen) in rejected.items() if seen == opened}
+            held, rejected = [], {}
+            if final:
                 await publish(
                     {
                         uuid: Resolution(Status.FAILED, None, reason, attempts[uuid])
-                        for uuid, reason in rejected.items()
+                        for uuid, reason in final.items()
                     }
                 )
-                rejected = {}
+            if doubtful:
+                # Rejected while (or just before) the API rejected everything: not these
+                # uuids' fault. Ask again, through the configuration-error pacing while
+                # it lasts.
+                stack.append(doubtful)
         return []
 
     def _elapsed(self, state: _BatchState) -> float:
@@ -188,8 +211,6 @@ class Stopper:
             )
         now = time.monotonic()
         kind = verdict.kind
-        if kind is Kind.SPLIT and self.breaker.open:
-            kind = Kind.CONFIG_ERROR
         self._metrics.api_requests.labels(outcome=_OUTCOMES[kind]).inc()
         if kind is Kind.ITEMS:
             self._leave_config_error(now)
@@ -212,18 +233,24 @@ class Stopper:
             )
             return kind, verdict.reason, {}, unit
         if kind is Kind.SPLIT:
+            self.breaker.on_rejected(batch_id)
+            if self.breaker.open:
+                # Past what bad uuids explain: hold everything (nothing fails), readiness
+                # false, one probe at a time; the caller keeps bisecting.
+                self._configuration_error(
+                    now,
+                    batch_id,
+                    response.status,
+                    f"API rejects every request ({verdict.reason})",
+                    unit,
+                )
+                return kind, verdict.reason, {}, unit
             self.throttle.on_success()
-            self.breaker.on_rejected()
             log.info(
                 "api_rejected_request", batch_id=batch_id, size=len(unit), reason=verdict.reason
             )
             return kind, verdict.reason, {}, unit
-        reason = (
-            verdict.reason
-            if verdict.kind is Kind.CONFIG_ERROR
-            else (f"API rejects every request ({verdict.reason})")
-        )
-        return self._configuration_error(now, batch_id, response.status, reason, unit)
+        return self._configuration_error(now, batch_id, response.status, verdict.reason, unit)
 
     def _configuration_error(
         self, now: float, batch_id: str, status: int | None, reason: str, unit: list[str]
@@ -270,10 +297,6 @@ class Stopper:
     @staticmethod
     def _failed(unit: list[str], attempts: dict[str, int], reason: str) -> dict[str, Resolution]:
         return {uuid: Resolution(Status.FAILED, None, reason, attempts[uuid]) for uuid in unit}
-
-    @staticmethod
-    def _leftovers(unit: list[str], stack: list[list[str]], rejected: dict[str, str]) -> list[str]:
-        return [*unit, *(uuid for part in stack for uuid in part), *rejected]
 
 
 _NOT_STARTED = -1.0

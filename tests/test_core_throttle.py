@@ -69,14 +69,32 @@ def test_bisecting_one_bad_uuid_never_opens_the_breaker(size: int) -> None:
     breaker = RejectionBreaker(size)
     depth = max(1, size - 1).bit_length()
     for _ in range(depth + 2):  # the whole request, each half on the way down, a neighbour
-        breaker.on_rejected()
+        breaker.on_rejected("a")
     assert not breaker.open
     breaker.on_accepted()
-    assert breaker.consecutive == 0
+    assert breaker.run("a") == 0
 
 
 def test_an_api_rejecting_everything_opens_the_breaker() -> None:
     breaker = RejectionBreaker(10_000)
     for _ in range(100):
-        breaker.on_rejected()
+        breaker.on_rejected("a")
+    breaker.on_rejected("b")
     assert breaker.open
+    breaker.on_accepted()  # any batch's accepted request: the API works
+    assert not breaker.open
+    assert breaker.run("a") == breaker.run("b") == 0
+
+
+@given(st.lists(st.sampled_from("abcd"), max_size=200), st.integers(1, 10_000))
+def test_concurrent_bisections_do_not_add_up(order: list[str], size: int) -> None:
+    # Four batches bisecting at once, interleaved in any order: only a run within one
+    # batch counts, so the breaker opens exactly when one batch's own run is long enough.
+    breaker = RejectionBreaker(size)
+    for batch in order:
+        breaker.on_rejected(batch)
+    longest = max((order.count(batch) for batch in "abcd"), default=0)
+    assert breaker.open == (longest >= breaker.threshold)
+    for batch in "abcd":
+        breaker.forget(batch)
+        assert breaker.run(batch) == 0

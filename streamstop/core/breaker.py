@@ -1,9 +1,13 @@
 """Circuit breaker for an API that rejects everything.
 
-One bad uuid makes a request fail with 400 and is found by bisection: a run of at most
-about log2(batch size) + 2 rejected requests, then an accepted one. A much longer run with
-no accepted request in between means the API (or our request) is broken, which is a
-configuration problem: failing every uuid one by one would turn the backlog into junk.
+One bad uuid makes a request fail with 400 and is found by bisection: within its batch, a
+run of at most about log2(batch size) + 2 rejected requests, then an accepted one. A much
+longer run in one batch with no accepted request means the API (or our request) is
+broken, which is a configuration problem: failing every uuid one by one would turn the
+backlog into junk.
+
+Runs are counted per batch: batches bisect concurrently, and their rejections interleaved
+would add up to a run that no single bisection made. Any accepted request ends every run.
 """
 
 from __future__ import annotations
@@ -14,23 +18,41 @@ EXTRA_REJECTIONS = 8
 
 
 class RejectionBreaker:
-    """Counts consecutive whole-request rejections; opens past what bisection explains."""
+    """Counts each batch's whole-request rejections since the API last accepted a request;
+    opens when one batch's run goes past what bisection explains, closes on any accepted
+    request."""
 
-    __slots__ = ("consecutive", "threshold")
+    __slots__ = ("_open", "_runs", "opened", "threshold")
 
     def __init__(self, max_batch_size: int) -> None:
         self.threshold = math.ceil(math.log2(max(1, max_batch_size))) + EXTRA_REJECTIONS
-        self.consecutive = 0
+        self._runs: dict[str, int] = {}
+        self._open = False
+        self.opened = 0  # times it went from closed to open
 
-    def on_rejected(self) -> None:
-        """A request was rejected as a whole (400/413/422)."""
-        self.consecutive += 1
+    def on_rejected(self, batch: str) -> None:
+        """A request of `batch` was rejected as a whole (400/413/422)."""
+        run = self._runs.get(batch, 0) + 1
+        self._runs[batch] = run
+        if run >= self.threshold and not self._open:
+            self._open = True
+            self.opened += 1
 
     def on_accepted(self) -> None:
-        """A request got a per-item answer: the API works."""
-        self.consecutive = 0
+        """A request got a per-item answer: the API works, and every run so far is
+        explained by bad uuids. All runs start again."""
+        self._runs.clear()
+        self._open = False
+
+    def forget(self, batch: str) -> None:
+        """`batch` is resolved: drop its run."""
+        self._runs.pop(batch, None)
+
+    def run(self, batch: str) -> int:
+        """Consecutive rejections of `batch` so far."""
+        return self._runs.get(batch, 0)
 
     @property
     def open(self) -> bool:
         """True when rejections must be treated as a configuration error."""
-        return self.consecutive >= self.threshold
+        return self._open
