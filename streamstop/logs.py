@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from typing import Any
 
 import orjson
@@ -43,6 +44,42 @@ def _masked_console(renderer: structlog.dev.ConsoleRenderer) -> Any:
     return render
 
 
+REPEAT_WINDOW_S = 10.0
+
+
+class RepeatFilter(logging.Filter):
+    """Lets one line per logger and message template through per window; the next one
+    after the window carries `repeated`, the count held back meanwhile.
+
+    aiokafka logs a connection failure on every turn of its retry loops, thousands of
+    lines a second while a broker is down (its producer retries metadata without a
+    pause), which would drown the lines that matter and the log pipeline with them.
+    """
+
+    def __init__(self, window_s: float = REPEAT_WINDOW_S, clock: Any = time.monotonic) -> None:
+        super().__init__()
+        self._window_s = window_s
+        self._clock = clock
+        self._seen: dict[tuple[str, int, object], tuple[float, int]] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = (record.name, record.levelno, record.msg)
+        now = self._clock()
+        last = self._seen.get(key)
+        if last is not None and now - last[0] < self._window_s:
+            self._seen[key] = (last[0], last[1] + 1)
+            return False
+        if last is not None and last[1]:
+            record.repeated = last[1]
+        if len(self._seen) > MAX_REPEAT_KEYS:
+            self._seen.clear()
+        self._seen[key] = (now, 0)
+        return True
+
+
+MAX_REPEAT_KEYS = 1000
+
+
 def configure(level: str = "info", fmt: str = "json") -> None:
     """Configure structlog and the standard library once, at start-up."""
     timestamper = structlog.processors.TimeStamper(fmt="iso", utc=True)
@@ -73,7 +110,11 @@ def configure(level: str = "info", fmt: str = "json") -> None:
         cache_logger_on_first_use=True,
     )
     formatter = structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
+        foreign_pre_chain=[
+            *shared,
+            structlog.stdlib.add_logger_name,
+            structlog.stdlib.ExtraAdder(allow=["repeated"]),
+        ],
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             exc_processor if fmt == "json" else structlog.dev.set_exc_info,
@@ -82,6 +123,7 @@ def configure(level: str = "info", fmt: str = "json") -> None:
     )
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(formatter)
+    handler.addFilter(RepeatFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(numeric)
