@@ -36,6 +36,7 @@ EXIT_FAILURE = 1
 EXIT_CONFIG = 2
 STEP_TIMEOUT_S = 10.0
 CLOSE_BUDGET_S = 5.0
+MIN_CLOSE_STEP_S = 0.5
 # A stuck event loop or consume loop for this long (beyond a revoke drain) fails /livez.
 LIVENESS_GRACE_S = 60.0
 
@@ -199,7 +200,8 @@ class Daemon:
         tasks[1].cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await pipeline.cancel_tasks()
-        await self._close(consumer.stop, producer.stop, client.close, health.stop)
+        end = began + settings.lifecycle.shutdown_timeout_s
+        await self._close(consumer.stop, producer.stop, client.close, health.stop, until=end)
         if pipeline.fatal is not None:
             log.error("stopped_after_fatal_error", error=repr(pipeline.fatal))
             return EXIT_FAILURE
@@ -211,11 +213,25 @@ class Daemon:
         )
         return EXIT_OK
 
-    async def _close(self, *steps: Callable[[], Awaitable[Any]]) -> None:
-        """Run close steps in order, each bounded; a failing step does not stop the rest."""
+    async def _close(
+        self, *steps: Callable[[], Awaitable[Any]], until: float | None = None
+    ) -> None:
+        """Run close steps in order, each bounded, all of them by `until` when given (the
+        shutdown budget; each step still gets a moment); a failing step does not stop
+        the rest."""
         for step in steps:
+            budget = CLOSE_BUDGET_S
+            if until is not None:
+                budget = min(budget, max(MIN_CLOSE_STEP_S, until - time.monotonic()))
             try:
-                await asyncio.wait_for(step(), CLOSE_BUDGET_S)
+                await asyncio.wait_for(step(), budget)
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise  # we are being cancelled ourselves
+                # aiokafka's consumer.stop() can raise the CancelledError of its own
+                # fetch task (cancelled in a retry sleep): that step failed, nothing more.
+                log.warning("close_failed", step=step.__qualname__, error="cancelled inside")
             except Exception as exc:
                 log.warning("close_failed", step=step.__qualname__, error=repr(exc))
 

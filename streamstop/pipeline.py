@@ -32,6 +32,8 @@ from streamstop.stopper import Resolution, Stopper
 log = structlog.get_logger("streamstop.pipeline")
 
 COMMIT_INTERVAL_S = 0.25
+COMMIT_TIMEOUT_S = 10.0
+MIN_COMMIT_TIMEOUT_S = 1.0
 MAX_POLL_TIMEOUT_S = 0.1
 MAX_RECORDS_PER_POLL = 10_000
 RESUME_FRACTION = 0.75
@@ -354,8 +356,12 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
             await asyncio.sleep(COMMIT_INTERVAL_S)
             await self.commit_done()
 
-    async def commit_done(self, parts: Sequence[PartitionState] | None = None) -> bool:
-        """Commit each partition's fully-done prefix; False if Kafka refused."""
+    async def commit_done(
+        self, parts: Sequence[PartitionState] | None = None, timeout_s: float = COMMIT_TIMEOUT_S
+    ) -> bool:
+        """Commit each partition's fully-done prefix; False if Kafka refused or did not
+        answer within `timeout_s` (aiokafka retries a commit for as long as the
+        coordinator is unreachable, which would hold shutdown and revokes hostage)."""
         async with self._commit_lock:
             chosen = list(self._parts.values()) if parts is None else parts
             offsets: dict[TopicPartition, int] = {}
@@ -365,9 +371,12 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
                     offsets[part.tp] = point
             if offsets:
                 try:
-                    await self._consumer.commit(offsets)
+                    await asyncio.wait_for(self._consumer.commit(offsets), timeout_s)
                 except KafkaError as exc:
                     log.warning("commit_failed", error=repr(exc), partitions=len(offsets))
+                    return False
+                except TimeoutError:
+                    log.warning("commit_timed_out", timeout_s=timeout_s, partitions=len(offsets))
                     return False
                 self._metrics.commits.inc()
                 for part in chosen:
@@ -404,8 +413,9 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
         if not parts:
             return
         began = time.monotonic()
-        drained = await self._drain(parts, began + self._revoke_timeout_s)
-        await self.commit_done(parts)
+        deadline = began + self._revoke_timeout_s
+        drained = await self._drain(parts, deadline)
+        await self.commit_done(parts, _commit_budget(deadline))
         left = sum(part.tracker.pending for part in parts)
         for part in parts:
             part.active = False
@@ -442,13 +452,14 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
     def stop_consuming(self) -> None:
         """Stop fetching; batch tasks finish their current attempt and start no retry."""
         self._stopping = True
+        self._stopper.stop()
 
     async def drain_all(self, deadline: float) -> bool:
         """Shutdown: send what is buffered, wait for in-flight work, commit what is done."""
         self.stop_consuming()
         drained = await self._drain(list(self._parts.values()), deadline)
         if self.fatal is None:
-            await self.commit_done()
+            await self.commit_done(timeout_s=_commit_budget(deadline))
         return drained
 
     async def cancel_tasks(self) -> None:
@@ -456,6 +467,11 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def _commit_budget(deadline: float) -> float:
+    """Time left for a commit before `deadline`, never less than a last short try."""
+    return min(COMMIT_TIMEOUT_S, max(MIN_COMMIT_TIMEOUT_S, deadline - time.monotonic()))
 
 
 def _names(tps: set[TopicPartition]) -> list[str]:

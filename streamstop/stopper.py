@@ -9,6 +9,7 @@ backoff); this module only waits, sends and counts.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import random
 import time
@@ -76,9 +77,14 @@ class Stopper:
             rand=self._rand.random,
         )
         self.breaker = RejectionBreaker(max_batch_size)
+        self._stopped = asyncio.Event()
         # Total seconds spent in configuration-error state: deadline clocks stop meanwhile.
         self._config_error_s = 0.0
         self._config_error_since: float | None = None
+
+    def stop(self) -> None:
+        """Shutdown began: batches waiting to retry wake up now (and start no retry)."""
+        self._stopped.set()
 
     @property
     def config_error(self) -> bool:
@@ -141,14 +147,15 @@ class Stopper:
                     break
                 if kind is not Kind.CONFIG_ERROR:
                     self._metrics.retries.labels(reason=_retry_reason(kind, reason)).inc(len(unit))
-                    await asyncio.sleep(
-                        full_jitter_s(
-                            attempts[unit[0]],
-                            self._policy.initial_backoff_ms,
-                            self._policy.max_backoff_ms,
-                            self._rand.random,
-                        )
+                    delay = full_jitter_s(
+                        attempts[unit[0]],
+                        self._policy.initial_backoff_ms,
+                        self._policy.max_backoff_ms,
+                        self._rand.random,
                     )
+                    # Cut short by shutdown: the retry would not start anyway.
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._stopped.wait(), delay)
             if stack:
                 continue
             if self.breaker.open:

@@ -129,6 +129,48 @@ def test_broker_restart_mid_run(kafka_broker: KafkaBroker, make_topic: Any, tmp_
     assert_no_secret(daemon)
 
 
+def test_sigterm_while_the_broker_is_down_stays_within_budget(
+    kafka_broker: KafkaBroker, make_topic: Any, tmp_path: Path
+) -> None:
+    # Commits and producer flushes cannot finish without a broker (aiokafka retries a
+    # commit for as long as the coordinator is away): shutdown must still end in budget.
+    if kafka_broker.state_dir is None:
+        pytest.skip("needs a broker this test session started (KAFKA_BOOTSTRAP is set)")
+    bootstrap = kafka_broker.bootstrap
+    topics = topics_for(make_topic, dlq=False)
+    messages = corpus(10_000, seed=6)
+    positions = produce(bootstrap, topics["input"], messages)
+    budget_s = 10
+    with running_fake_api("--token", TEST_TOKEN, "--latency-ms", "50") as api:
+        config = config_for(
+            tmp_path,
+            bootstrap,
+            topics,
+            api.url,
+            batch__max_in_flight=1,
+            lifecycle__shutdown_timeout_s=budget_s,
+        )
+        with running_daemon(config, tmp_path / "d1.log") as daemon:
+            daemon.wait_ready()
+            wait_for(lambda: daemon.metric("streamstop_results_total") > 500, 60, "progress")
+            kafka_broker.stop()
+            try:
+                began = time.monotonic()
+                daemon.signal(signal.SIGTERM)
+                code = daemon.wait_exit(budget_s + 20)
+                took = time.monotonic() - began
+            finally:
+                kafka_broker.start()
+        print(f"shutdown without a broker: exit {code} after {took:.1f}s (budget {budget_s}s)")
+        assert code == 0
+        assert took <= budget_s + 5
+        with running_daemon(config, tmp_path / "d2.log") as second:
+            wait_committed(bootstrap, topics, 240, "a restart finishes the rest")
+        results = consume_all(bootstrap, topics["output"], len(messages), timeout_s=60)
+        check_results(messages, positions, results, topics["input"])
+    assert_no_secret(daemon, second)
+
+
 def test_api_outage_fails_nothing_and_bounds_memory(
     kafka_bootstrap: str, make_topic: Any, tmp_path: Path
 ) -> None:
