@@ -23,6 +23,7 @@ from streamstop.core.breaker import RejectionBreaker
 from streamstop.core.interpret import Kind, interpret_response, status_for_code
 from streamstop.core.results import Status
 from streamstop.core.throttle import Throttle
+from streamstop.logs import mask_secrets
 from streamstop.metrics import Metrics
 from streamstop.stopclient import CredentialsError, StopClient, TransportError
 
@@ -214,7 +215,12 @@ class Stopper:
                 self._metrics.in_flight.dec()
                 self._metrics.api_latency.observe(time.monotonic() - began)
             verdict = interpret_response(
-                response.status, response.headers, response.body, unit, time.time()
+                response.status,
+                response.headers,
+                response.body,
+                unit,
+                time.time(),
+                redact=mask_secrets,
             )
         now = time.monotonic()
         kind = verdict.kind

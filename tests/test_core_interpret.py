@@ -144,6 +144,26 @@ def test_a_long_rejection_message_is_truncated() -> None:
     assert len(interpret(413, huge_html, [A]).reason) <= len("HTTP 413: ") + 200
 
 
+SECRET = "s3cr3t-T0ken-value"
+
+
+def mask(text: str) -> str:
+    return text.replace(SECRET, "***")
+
+
+@pytest.mark.parametrize("lead", [0, 150, 190, 199, 5_000, 65_530])
+@pytest.mark.parametrize("as_json", [True, False])
+def test_a_quoted_secret_never_reaches_the_reason(lead: int, as_json: bool) -> None:
+    # A gateway quoting our Authorization anywhere in its message, including where the
+    # 200-character reason (or the scan of a non-JSON body) cuts it: no part of the
+    # secret may survive, as reasons end up in result events.
+    text = "x" * lead + f" Authorization: Basic {SECRET} " + "y" * 70_000
+    body = orjson.dumps({"message": text}) if as_json else text.encode()
+    verdict = interpret_response(400, {}, body, [A], NOW, redact=mask)
+    assert verdict.kind is Kind.SPLIT
+    assert not any(SECRET[:n] in verdict.reason for n in range(4, len(SECRET) + 1))
+
+
 def test_retry_after_is_read_in_seconds_or_as_an_http_date() -> None:
     in_90s = format_datetime(datetime.fromtimestamp(NOW + 90, UTC), usegmt=True)
     assert interpret(429, b"", [A], **{"Retry-After": "120"}).retry_after_s == 120.0

@@ -275,6 +275,9 @@ def test_bisection_fails_only_rejected_uuids(
 
     positions = produce(kafka_bootstrap, topics["input"], messages)
     args = [arg for u in sorted(rejected) for arg in ("--reject-uuid", u)]
+    # The API quotes our Authorization in its 400 messages, which become the `error` of
+    # failed results: the token must be masked there too, not only in logs.
+    args.append("--echo-authorization")
     with running_fake_api("--token", TEST_TOKEN, *args) as api:
         config = config_for(tmp_path, kafka_bootstrap, topics, api.url)
         with running_daemon(config, tmp_path / "d.log") as daemon:
@@ -287,6 +290,8 @@ def test_bisection_fails_only_rejected_uuids(
         value = orjson.loads(record.value)
         if value["status"] == "failed":
             assert value["messageUuid"] in value["error"]
+            assert "Authorization: Basic ***" in value["error"]
+        assert TEST_TOKEN.encode() not in record.value
     assert daemon.events("api_configuration_error") == []  # the breaker never opened
     assert_no_secret(daemon)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC
 from email.utils import parsedate_to_datetime
@@ -34,7 +34,7 @@ _DELAY_SECONDS = re.compile(r"[0-9]+(?:\.[0-9]+)?")
 # Control and bidi/format characters could forge or garble a log line; whitespace collapses.
 _UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2066-\u2069\s]+")
 # Bytes read from a body for a human message: enough for MAX_MESSAGE_CHARS of any script.
-_MESSAGE_BYTES = MAX_MESSAGE_CHARS * 4 + 64
+_MESSAGE_SCAN_BYTES = 64 * 1024  # of a non-JSON body, enough for any page's first words
 
 
 class Kind(enum.Enum):
@@ -113,14 +113,21 @@ def status_for_code(code: int) -> str:
     return STATUS_BY_CODE.get(code, UNKNOWN_CODE)
 
 
+def _as_is(text: str) -> str:
+    return text
+
+
 def interpret_response(
     status: int,
     headers: Mapping[str, str],
     body: bytes,
     requested: Sequence[str],
     now_epoch: float,
+    redact: Callable[[str], str] = _as_is,
 ) -> Interpretation:
-    """Classify a stop API response to a request for `requested` uuids."""
+    """Classify a stop API response to a request for `requested` uuids. `redact` cleans
+    the API's own words before they are shortened into a reason: reasons end up in
+    results, and a gateway may quote our request (and its Authorization) back."""
     retry_after_s = parse_retry_after(_header(headers, "retry-after"), now_epoch)
     if 200 <= status < 300:
         parsed = _parse_items(body, requested)
@@ -132,7 +139,7 @@ def interpret_response(
     if status in _RETRY_STATUSES or 500 <= status < 600:
         return Interpretation(Kind.RETRY, {}, [], f"HTTP {status}", retry_after_s)
     if status in _SPLIT_STATUSES:
-        message = _api_message(body)
+        message = _api_message(body, redact)
         reason = f"HTTP {status}: {message}" if message else f"HTTP {status}"
         return Interpretation(Kind.SPLIT, {}, [], reason, retry_after_s)
     # Its body is left out on purpose: an echoing proxy could carry our Authorization.
@@ -209,12 +216,17 @@ def _parse_items(body: bytes, requested: Sequence[str]) -> tuple[dict[str, int],
     return codes, missing
 
 
-def _api_message(body: bytes) -> str:
+def _api_message(body: bytes, redact: Callable[[str], str]) -> str:
     """The API's own words for a rejection: a JSON message field, else the body text."""
     text = _json_message(body)
     if text is None:
-        text = body[:_MESSAGE_BYTES].decode("utf-8", "replace")
-    text = _UNPRINTABLE.sub(" ", text).strip()
+        text = body[:_MESSAGE_SCAN_BYTES].decode("utf-8", "replace")
+        if len(body) > _MESSAGE_SCAN_BYTES:
+            # The cut may have split a word (or a secret): drop the last one.
+            words = text.rsplit(None, 1)
+            text = words[0] if len(words) == 2 else ""
+    # Redact the whole text before anything shortens it: a cut secret is unrecognisable.
+    text = _UNPRINTABLE.sub(" ", redact(text)).strip()
     if len(text) > MAX_MESSAGE_CHARS:
         text = text[: MAX_MESSAGE_CHARS - 1].rstrip() + "…"
     return text
@@ -230,5 +242,5 @@ def _json_message(body: bytes) -> str | None:
     for key in _MESSAGE_KEYS:
         value = doc.get(key)
         if type(value) is str and value.strip():
-            return value[:_MESSAGE_BYTES]
+            return value
     return None

@@ -108,7 +108,10 @@ def _answer(
     unique = distinct(uuids)
     for rejected in switches.reject_uuid:
         if rejected.lower() in unique:
-            return _message(400, f"invalid uuid {unique[rejected.lower()]}")
+            message = f"invalid uuid {unique[rejected.lower()]}"
+            if switches.echo_authorization:
+                message += f" (request: Authorization: {request.authorization})"
+            return _message(400, message)
     return _stopped(list(unique.values()), switches, rng)
 
 

@@ -37,6 +37,11 @@ class Switches(BaseModel):
         default=(), description="a request containing this uuid gets 400 (repeatable)"
     )
     reject_all: bool = Field(default=False, description="answer every stop request 400")
+    echo_authorization: bool = Field(
+        default=False,
+        description="quote the request's Authorization header in 400 messages, like a "
+        "careless gateway",
+    )
     outage: bool = Field(default=False, description="answer every stop request 503")
     uppercase_items: bool = Field(default=False, description="echo uuids upper-case in items")
     status_override: int | None = Field(
