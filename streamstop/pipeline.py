@@ -14,7 +14,7 @@ import itertools
 import time
 import uuid as uuidlib
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import structlog
 from aiokafka import ConsumerRebalanceListener, TopicPartition
@@ -40,6 +40,10 @@ RESUME_FRACTION = 0.75
 DLQ_MAX_VALUE_BYTES = 512 * 1024
 PUBLISH_SLICE = 1000  # uuids turned into results and sent at a time
 EXPIRED_REASON = "older than batch.max_record_age_s"
+UNDECODABLE_REASON = "record cannot be decoded (headers not valid UTF-8?)"
+PROBE_TIMEOUT_S = 5.0
+FIND_CHUNK = 500
+MAX_UNDECODABLE_MISSES = 3
 Headers = Sequence[tuple[str, bytes]]
 
 
@@ -47,7 +51,7 @@ class PartitionState:
     """One assigned partition. A new object per assignment: work finishing after the
     partition was revoked updates an orphan and can never be committed."""
 
-    __slots__ = ("active", "committed", "draining", "tp", "tracker")
+    __slots__ = ("active", "committed", "draining", "next_offset", "tp", "tracker")
 
     def __init__(self, tp: TopicPartition) -> None:
         self.tp = tp
@@ -55,6 +59,18 @@ class PartitionState:
         self.active = True
         self.draining = False
         self.committed: int | None = None
+        self.next_offset: int | None = None  # after the last record taken in
+
+
+class Undecodable(NamedTuple):
+    """Stands in for a record aiokafka could not decode, for its DLQ copy."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None = None
+    value: bytes = b""
+    headers: Sequence[tuple[str, bytes]] = ()
 
 
 class Rec:
@@ -106,6 +122,8 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
         self._max_pending = settings.batch.max_pending
         self._max_age_ms = settings.batch.max_record_age_s * 1000.0
         self._revoke_timeout_s = settings.lifecycle.revoke_timeout_s
+        self._offset_reset = settings.kafka.auto_offset_reset
+        self._undecodable_misses = 0
         self._batcher: Batcher[Rec] = Batcher(
             settings.batch.max_size, settings.batch.max_wait_ms / 1000.0
         )
@@ -143,7 +161,18 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
                 log.warning("poll_failed", error=repr(exc))
                 await asyncio.sleep(MAX_POLL_TIMEOUT_S)
                 continue
+            except ValueError as exc:
+                # aiokafka could not decode a record (a header key that is not UTF-8,
+                # say) and dropped the whole poll. Put the partitions back, find the
+                # record, answer it `invalid` and go on past it.
+                log.error("undecodable_record", error=repr(exc))
+                try:
+                    await self._skip_undecodable()
+                except KafkaError as interrupted:  # say, a rebalance took the partition
+                    log.warning("undecodable_record_search_failed", error=repr(interrupted))
+                continue
             if fetched and not self._stopping:
+                self._undecodable_misses = 0
                 self._take(fetched)
             due = self._batcher.take_due(time.monotonic())
             if due is not None:
@@ -170,6 +199,8 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
                 continue  # revoked meanwhile: not tracked, so redelivered to the new owner
             track = part.tracker.add
             count += len(records)
+            if records:
+                part.next_offset = records[-1].offset + 1
             for record in records:
                 track(record.offset)
                 decoded = decode_value(record.value)
@@ -187,6 +218,133 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
         self._metrics.records_consumed.inc(count)
         if local:
             self._spawn(self._publish_local(local))
+
+    async def _skip_undecodable(self) -> None:
+        """After a poll failed on a record aiokafka cannot decode: rewind every partition
+        to just after the records we took (the failed poll moved positions past records
+        it never returned), then find the culprit and answer it without its content."""
+        consumer = self._consumer
+        self._undecodable_misses += 1
+        if self._undecodable_misses > MAX_UNDECODABLE_MISSES:
+            raise RuntimeError("a poll keeps failing on a record that cannot be found")
+        parts = [part for part in self._parts.values() if part.active and not part.draining]
+        for part in parts:
+            await self._rewind(part)
+        if self._paused:
+            consumer.resume(*consumer.assignment())  # probing needs every partition
+        try:
+            for part in parts:
+                start: int = await consumer.position(part.tp)
+                offset = await self._find_undecodable(part.tp)
+                if offset is not None:
+                    self._undecodable_misses = 0
+                    await self._take_before(part.tp, start, offset)
+                    self._answer_undecodable(part, offset)
+                    consumer.seek(part.tp, offset + 1)
+                    part.next_offset = offset + 1
+                    return
+            log.warning("undecodable_record_not_found")
+        finally:
+            if self._paused:
+                consumer.pause(*consumer.assignment())
+
+    async def _rewind(self, part: PartitionState) -> None:
+        consumer = self._consumer
+        if part.next_offset is not None:
+            consumer.seek(part.tp, part.next_offset)
+            return
+        committed = await consumer.committed(part.tp)
+        if committed is not None:
+            consumer.seek(part.tp, committed)
+        elif self._offset_reset == "earliest":
+            await consumer.seek_to_beginning(part.tp)
+        # else `latest` with nothing committed: where the group started is not known.
+
+    async def _find_undecodable(self, tp: TopicPartition) -> int | None:
+        """The offset of the first record of `tp` (from its position) that aiokafka
+        cannot decode, or None when all of them decode. Records read while looking are
+        read again afterwards (the caller seeks)."""
+        consumer = self._consumer
+        start: int = await consumer.position(tp)
+        # Narrow down by reading: in chunks, then one record at a time from the start of
+        # the chunk that failed. The culprit is the first record at or after `low`.
+        low = await self._failing_read(tp, start, FIND_CHUNK)
+        if low is not None:
+            low = await self._failing_read(tp, low, 1)
+        if low is None:
+            consumer.seek(tp, start)
+            return None
+        # Offsets may have gaps: find the first x past `low` whose first record decodes
+        # (growing the step, then bisecting); the culprit sits just before it.
+        step = 1
+        while await self._failing_read(tp, low + step, 1, first_only=True) is not None:
+            low, step = low + step, step * 2
+        high = low + step
+        while high - low > 1:
+            middle = (low + high) // 2
+            if await self._failing_read(tp, middle, 1, first_only=True) is None:
+                high = middle
+            else:
+                low = middle
+        return low
+
+    async def _take_before(self, tp: TopicPartition, start: int, stop: int) -> None:
+        """Take in the records of `tp` from `start` up to (not including) `stop`, where
+        the undecodable record is."""
+        consumer = self._consumer
+        consumer.seek(tp, start)
+        chunk = FIND_CHUNK
+        while (position := await consumer.position(tp)) < stop:
+            try:
+                fetched = await consumer.getmany(
+                    tp, timeout_ms=100, max_records=min(chunk, stop - position)
+                )
+            except ValueError:
+                # Offsets had gaps, so the chunk reached the culprit: the failed read
+                # dropped its records. Go back and read one at a time.
+                consumer.seek(tp, position)
+                chunk = 1
+                continue
+            if fetched:
+                self._take(fetched)
+
+    async def _failing_read(
+        self, tp: TopicPartition, offset: int, chunk: int, *, first_only: bool = False
+    ) -> int | None:
+        """Read `tp` from `offset`, `chunk` records at a time, to its end (or one read
+        with `first_only`). None if nothing fails; else the offset the failing read
+        started from (the culprit is among its records)."""
+        consumer = self._consumer
+        consumer.seek(tp, offset)
+        after = offset
+        deadline = time.monotonic() + PROBE_TIMEOUT_S
+        while time.monotonic() < deadline:
+            try:
+                fetched = await consumer.getmany(tp, timeout_ms=100, max_records=chunk)
+            except ValueError:
+                return after
+            records = fetched.get(tp)
+            if records:
+                if first_only:
+                    return None
+                after = records[-1].offset + 1
+                deadline = time.monotonic() + PROBE_TIMEOUT_S
+            elif await consumer.position(tp) >= (consumer.highwater(tp) or 0):
+                return None  # read to the end
+        return None
+
+    def _answer_undecodable(self, part: PartitionState, offset: int) -> None:
+        wall = time.time()
+        part.tracker.add(offset)
+        rec = Rec(part, offset, (), None, wall, format_timestamp(wall))
+        record = Undecodable(part.tp.topic, part.tp.partition, offset)
+        self._metrics.records_consumed.inc()
+        self._spawn(self._publish_local([(rec, Status.INVALID, UNDECODABLE_REASON, record, None)]))
+        log.warning(
+            "undecodable_record_answered",
+            partition=f"{part.tp.topic}/{part.tp.partition}",
+            offset=offset,
+        )
 
     def _apply_backpressure(self, room: int) -> None:
         if not self._paused and room <= 0:

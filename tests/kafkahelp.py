@@ -197,6 +197,36 @@ async def delete_topics_async(bootstrap: str, topics: Sequence[str]) -> None:
         _raise_topic_errors(deleted.topic_error_codes)
 
 
+_PLACEHOLDER_KEY = "QQQQ"
+
+
+async def produce_bad_header_async(
+    bootstrap: str, topic: str, partition: int, value: bytes, bad_key: bytes = b"\xff\xfe\xfd\xfc"
+) -> Position:
+    """Produce one record whose header key is not UTF-8, as a librdkafka client can
+    write (the Java client and aiokafka cannot): a batch built with a placeholder key,
+    patched, its CRC-32C recomputed. Returns where it landed."""
+    from aiokafka.record.util import calc_crc32c
+
+    assert len(bad_key) == len(_PLACEHOLDER_KEY)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        batch = producer.create_batch()
+        batch.append(timestamp=None, key=None, value=value, headers=[(_PLACEHOLDER_KEY, b"v")])
+        raw = bytearray(batch._builder.build())
+        at = raw.index(_PLACEHOLDER_KEY.encode())
+        raw[at : at + len(bad_key)] = bad_key
+        # v2 batch: the CRC at bytes 17..20 covers everything from the attributes (21) on.
+        raw[17:21] = calc_crc32c(bytes(raw[21:])).to_bytes(4, "big")
+        batch._buffer = bytes(raw)
+        batch.close()
+        metadata = await (await producer.send_batch(batch, topic, partition=partition))
+        return Position(partition, metadata.offset)
+    finally:
+        await producer.stop()
+
+
 async def produce_async(
     bootstrap: str, topic: str, messages: Iterable[Message | bytes | str]
 ) -> list[Position]:
@@ -379,6 +409,7 @@ async def lag_async(bootstrap: str, group: str, topic: str) -> int:
 create_topic = blocking(create_topic_async)
 delete_topics = blocking(delete_topics_async)
 produce = blocking(produce_async)
+produce_bad_header = blocking(produce_bad_header_async)
 consume_all = blocking(consume_all_async)
 end_offsets = blocking(end_offsets_async)
 committed_offsets = blocking(committed_offsets_async)

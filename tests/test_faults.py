@@ -13,7 +13,15 @@ import orjson
 import pytest
 from daemon_proc import TEST_TOKEN, Daemon, running_daemon, wait_for
 from fakeapi_proc import running_fake_api
-from kafkahelp import KafkaBroker, Message, committed_offsets, consume_all, lag, produce
+from kafkahelp import (
+    KafkaBroker,
+    Message,
+    committed_offsets,
+    consume_all,
+    lag,
+    produce,
+    produce_bad_header,
+)
 from scenario import (
     Expectation,
     check_requests,
@@ -371,3 +379,50 @@ def test_poison_input_ends_invalid_while_running(
     dlq = consume_all(kafka_bootstrap, topics["dlq"], invalid, timeout_s=30)
     assert len(dlq) == invalid
     assert_no_secret(daemon)
+
+
+def test_a_record_aiokafka_cannot_decode_ends_invalid_and_nothing_around_it_is_lost(
+    kafka_bootstrap: str, make_topic: Any, tmp_path: Path
+) -> None:
+    # A header key that is not UTF-8 (librdkafka clients can write one) makes aiokafka
+    # fail the whole poll, dropping the records it had already read from every
+    # partition. Those must still be answered, and the culprit answered `invalid`.
+    topics = topics_for(make_topic)
+    before = corpus(3000, seed=11)
+    positions = produce(kafka_bootstrap, topics["input"], before)
+    bad = [produce_bad_header(kafka_bootstrap, topics["input"], p, b"x") for p in (2, 4)]
+    after = corpus(3000, seed=12)
+    positions += produce(kafka_bootstrap, topics["input"], after)
+    with running_fake_api("--token", TEST_TOKEN) as api:
+        config = config_for(tmp_path, kafka_bootstrap, topics, api.url)
+        with running_daemon(config, tmp_path / "d.log") as daemon:
+            daemon.wait_ready()
+            wait_committed(kafka_bootstrap, topics, 120, "done, past both records")
+            assert daemon.proc.poll() is None, "no restart was needed"
+        total = len(before) + len(after) + len(bad)
+        results = consume_all(kafka_bootstrap, topics["output"], total, timeout_s=60)
+    culprits = {(p.partition, p.offset) for p in bad}
+    answered = {
+        (v["source"]["partition"], v["source"]["offset"]): v
+        for v in (orjson.loads(r.value) for r in results)
+    }
+    for position in culprits:
+        assert answered[position]["status"] == "invalid"
+        assert "cannot be decoded" in answered[position]["error"]
+    rest = [r for r in results if _source(r) not in culprits]
+    per_record = check_results(before + after, positions, rest, topics["input"])
+    assert len(per_record) == len(before) + len(after)
+    dlq = consume_all(kafka_bootstrap, topics["dlq"], 1, timeout_s=30)
+    copies = {
+        dict(r.headers)["streamstop-source"].decode()
+        for r in dlq
+        if b"cannot be decoded" in dict(r.headers)["streamstop-error"]
+    }
+    assert copies == {f"{topics['input']}/{p}/{o}" for p, o in culprits}
+    assert len(daemon.events("undecodable_record_answered")) == 2
+    assert_no_secret(daemon)
+
+
+def _source(record: Any) -> tuple[int, int]:
+    source = orjson.loads(record.value)["source"]
+    return source["partition"], source["offset"]
