@@ -605,7 +605,9 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
                 await asyncio.wait_for(self._progress.wait(), remaining)
             except TimeoutError:
                 return False
-        return True
+        # No task left: drained only if that finished every record (tasks that stopped
+        # at shutdown leave theirs unfinished).
+        return not any(part.tracker.pending for part in parts)
 
     def stop_consuming(self) -> None:
         """Stop fetching; batch tasks finish their current attempt and start no retry."""
