@@ -39,6 +39,7 @@ MAX_RECORDS_PER_POLL = 10_000
 RESUME_FRACTION = 0.75
 DLQ_MAX_VALUE_BYTES = 512 * 1024
 PUBLISH_SLICE = 1000  # uuids turned into results and sent at a time
+MAX_SLICES_IN_FLIGHT = 6
 EXPIRED_REASON = "older than batch.max_record_age_s"
 UNDECODABLE_REASON = "record cannot be decoded (headers not valid UTF-8?)"
 PROBE_TIMEOUT_S = 5.0
@@ -129,6 +130,9 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
         )
         self._parts: dict[TopicPartition, PartitionState] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        # Results built and not yet acknowledged, over every batch: bounds their memory
+        # (and the producer's buffers) whatever the number of batches answered at once.
+        self._slices = asyncio.Semaphore(MAX_SLICES_IN_FLIGHT)
         self._commit_lock = asyncio.Lock()
         self._progress = asyncio.Event()
         self._paused = False
@@ -423,8 +427,9 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
             async with asyncio.TaskGroup() as group:
                 previous: asyncio.Task[None] | None = None
                 while chunk := list(itertools.islice(items, PUBLISH_SLICE)):
+                    await self._slices.acquire()
                     done = results(chunk)
-                    sending = group.create_task(self._publish(done))
+                    sending = group.create_task(self._publish(done, chunk, waiters))
                     if previous is not None:
                         await asyncio.wait([previous])  # its failure is the group's to raise
                     previous = sending
@@ -433,10 +438,22 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
         if left:
             log.info("batch_left_unfinished", batch_id=batch_id, uuids=len(left))
 
-    async def _publish(self, done: Done) -> None:
+    async def _publish(
+        self,
+        done: Done,
+        answered: list[tuple[str, Resolution]],
+        waiters: dict[str, list[Rec]],
+    ) -> None:
         messages, recs, statuses = done
-        await self._publisher.publish(messages)
+        try:
+            await self._publisher.publish(messages)
+        finally:
+            self._slices.release()
         self._done(recs, statuses)
+        # Let go of the finished records now, not when the whole batch is: a batch
+        # lives until its last slice is published, and the consumer refills the room.
+        for uuid, _ in answered:
+            waiters.pop(uuid, None)
 
     async def _publish_local(self, local: list[LocalAnswer]) -> None:
         """Results (and DLQ copies) for records answered without the API."""
