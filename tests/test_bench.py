@@ -18,6 +18,7 @@ def test_bench_harness_runs_on_a_tiny_input(kafka_bootstrap: str, tmp_path: Path
     env = {
         **os.environ,
         "BENCH_RECORDS": "2000",
+        "BENCH_REPEATS": "1",
         "BENCH_LATENCIES_MS": "0,50",
         "BENCH_MEMORY_RECORDS": "3000",
         "BENCH_PACED_SECONDS": "2",
