@@ -120,15 +120,20 @@ def run_ceiling(bootstrap: str, topic: str, count: int) -> dict[str, Any]:
     began = time.monotonic()
     started_ms = time.time() * 1000
     proc = subprocess.Popen(
-        [sys.executable, str(REPO / "benchmarks" / "ceiling.py"), bootstrap, topic, output, group]
+        [sys.executable, str(REPO / "benchmarks" / "ceiling.py"), bootstrap, topic, output, group],
+        stdout=subprocess.PIPE,
+        text=True,
     )
-    # The kernel's own accounting of the child: exact, however short the run.
+    # CPU from the kernel's accounting of the child, peak RSS as the program saw its own
+    # (exact however short the run; sampling /proc could miss a tiny one entirely).
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     assert proc.returncode == 0, "the ceiling program failed"
     elapsed = time.monotonic() - began
     cpu = usage.ru_utime + usage.ru_stime
-    peak = usage.ru_maxrss / 1024  # KiB on Linux
+    assert proc.stdout is not None
+    report = proc.stdout.read()
+    peak = float(report.rsplit("peak_rss_mb=", 1)[1])
     lat = latencies_ms(bootstrap, topic, output, count, started_ms)
     return {
         "case": "ceiling",
