@@ -111,9 +111,12 @@ class Stopper:
         stack: list[list[str]] = [uuids]
         # Single uuids the API rejected while the breaker was closed: the reason, and how
         # often the breaker had opened by then. Their rejection is final unless the
-        # breaker opened since: then it may have been the broken API's doing.
+        # breaker opened since (it may have been the broken API's doing), or unless the
+        # API accepted nothing at all since this batch's first rejection: a batch too
+        # small to open the breaker would otherwise fail every uuid to a broken API.
         rejected: dict[str, tuple[str, int]] = {}
         held: list[str] = []  # single uuids rejected while the breaker was open
+        accepted_before: int | None = None  # accepted requests at the first rejection
         while stack:
             unit = stack.pop()
             last_reason = ""
@@ -127,6 +130,8 @@ class Stopper:
                     break
                 last_reason = reason or last_reason
                 if kind is Kind.SPLIT:
+                    if accepted_before is None:
+                        accepted_before = self.breaker.accepted
                     # Bisect even while the breaker is open (one probe at a time then):
                     # only a request that gets accepted can show the API works again.
                     if len(unit) > 1:
@@ -159,13 +164,28 @@ class Stopper:
                         await asyncio.wait_for(self._stopped.wait(), delay)
             if stack:
                 continue
+            if (
+                rejected
+                and not self.breaker.open
+                and (accepted_before is None or self.breaker.accepted == accepted_before)
+            ):
+                # Nothing accepted since this batch's rejections began: no evidence the
+                # API works. Hold them and pace retries as a configuration error.
+                self.breaker.trip()
+                self._configuration_error(
+                    time.monotonic(),
+                    batch_id,
+                    None,
+                    f"API accepts no request ({next(iter(rejected.values()))[0]})",
+                    [],
+                )
             if self.breaker.open:
                 doubtful, final = [*held, *rejected], {}
             else:
                 opened = self.breaker.opened
                 doubtful = [*held, *(u for u, (_, seen) in rejected.items() if seen < opened)]
                 final = {u: why for u, (why, seen) in rejected.items() if seen == opened}
-            held, rejected = [], {}
+            held, rejected = [], {}  # accepted_before stays: evidence may come later
             if final:
                 await publish(
                     {
@@ -175,9 +195,10 @@ class Stopper:
                 )
             if doubtful:
                 # Rejected while (or just before) the API rejected everything: not these
-                # uuids' fault. Ask again, through the configuration-error pacing while
+                # uuids' fault. Ask again, one uuid per request (so they cannot add up to
+                # a run that reopens the breaker), paced as a configuration error while
                 # it lasts.
-                stack.append(doubtful)
+                stack.extend([uuid] for uuid in reversed(doubtful))
         return []
 
     def _elapsed(self, state: _BatchState) -> float:

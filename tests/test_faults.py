@@ -304,14 +304,24 @@ def test_bisection_fails_only_rejected_uuids(
     assert_no_secret(daemon)
 
 
+@pytest.mark.parametrize("max_size", [500, 4])
 def test_api_rejecting_everything_trips_the_breaker(
-    kafka_bootstrap: str, make_topic: Any, tmp_path: Path
+    kafka_bootstrap: str, make_topic: Any, tmp_path: Path, max_size: int
 ) -> None:
+    # With batches of 4 no bisection is long enough to open the breaker by itself: it
+    # must open because nothing at all is being accepted, not fail every uuid.
     topics = topics_for(make_topic, dlq=False)
-    messages = corpus(2000, seed=9)
+    messages = corpus(2000 if max_size > 4 else 200, seed=9)
     positions = produce(kafka_bootstrap, topics["input"], messages)
     with running_fake_api("--token", TEST_TOKEN, "--reject-all") as api:
-        config = config_for(tmp_path, kafka_bootstrap, topics, api.url, retry__max_backoff_ms=1000)
+        config = config_for(
+            tmp_path,
+            kafka_bootstrap,
+            topics,
+            api.url,
+            retry__max_backoff_ms=1000,
+            batch__max_size=max_size,
+        )
         with running_daemon(config, tmp_path / "d.log") as daemon:
             daemon.wait_port()
             wait_for(lambda: daemon.metric("streamstop_config_error") == 1, 60, "breaker open")

@@ -22,19 +22,25 @@ class RejectionBreaker:
     opens when one batch's run goes past what bisection explains, closes on any accepted
     request."""
 
-    __slots__ = ("_open", "_runs", "opened", "threshold")
+    __slots__ = ("_open", "_runs", "accepted", "opened", "threshold")
 
     def __init__(self, max_batch_size: int) -> None:
         self.threshold = math.ceil(math.log2(max(1, max_batch_size))) + EXTRA_REJECTIONS
         self._runs: dict[str, int] = {}
         self._open = False
         self.opened = 0  # times it went from closed to open
+        self.accepted = 0  # requests the API accepted so far
 
     def on_rejected(self, batch: str) -> None:
         """A request of `batch` was rejected as a whole (400/413/422)."""
         run = self._runs.get(batch, 0) + 1
         self._runs[batch] = run
-        if run >= self.threshold and not self._open:
+        if run >= self.threshold:
+            self.trip()
+
+    def trip(self) -> None:
+        """Open now: rejections are past what bad uuids explain."""
+        if not self._open:
             self._open = True
             self.opened += 1
 
@@ -43,6 +49,7 @@ class RejectionBreaker:
         explained by bad uuids. All runs start again."""
         self._runs.clear()
         self._open = False
+        self.accepted += 1
 
     def forget(self, batch: str) -> None:
         """`batch` is resolved: drop its run."""
