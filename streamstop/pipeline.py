@@ -41,7 +41,7 @@ DLQ_MAX_VALUE_BYTES = 512 * 1024
 PUBLISH_SLICE = 1000  # uuids turned into results and sent at a time
 MAX_SLICES_IN_FLIGHT = 4
 EXPIRED_REASON = "older than batch.max_record_age_s"
-UNDECODABLE_REASON = "record cannot be decoded (headers not valid UTF-8?)"
+UNDECODABLE_REASON = "record cannot be decoded, nor the rest of its batch (a header key not UTF-8?)"
 PROBE_TIMEOUT_S = 5.0
 FIND_CHUNK = 500
 MAX_UNDECODABLE_MISSES = 3
@@ -239,13 +239,14 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
         try:
             for part in parts:
                 start: int = await consumer.position(part.tp)
-                offset = await self._find_undecodable(part.tp)
-                if offset is not None:
+                found = await self._find_undecodable(part.tp)
+                if found is not None:
+                    first, end = found
                     self._undecodable_misses = 0
-                    await self._take_before(part.tp, start, offset)
-                    self._answer_undecodable(part, offset)
-                    consumer.seek(part.tp, offset + 1)
-                    part.next_offset = offset + 1
+                    await self._take_before(part.tp, start, first)
+                    self._answer_undecodable(part, first, end)
+                    consumer.seek(part.tp, end)
+                    part.next_offset = end
                     return
             log.warning("undecodable_record_not_found")
         finally:
@@ -264,90 +265,109 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
             await consumer.seek_to_beginning(part.tp)
         # else `latest` with nothing committed: where the group started is not known.
 
-    async def _find_undecodable(self, tp: TopicPartition) -> int | None:
-        """The offset of the first record of `tp` (from its position) that aiokafka
-        cannot decode, or None when all of them decode. Records read while looking are
-        read again afterwards (the caller seeks)."""
+    async def _find_undecodable(self, tp: TopicPartition) -> tuple[int, int] | None:
+        """The offsets [first, end) of `tp` (from its position) that aiokafka cannot read,
+        or None when the records the failed poll could have read all decode.
+
+        aiokafka decodes a whole record batch before it skips to the fetch position, so
+        one bad record makes every offset of its batch unreadable: `first` is where
+        reading one record starts failing, `end` the first offset that reads again.
+        Records read while looking are read again afterwards (the caller seeks)."""
         consumer = self._consumer
         start: int = await consumer.position(tp)
-        # Narrow down by reading: in chunks, then one record at a time from the start of
-        # the chunk that failed. The culprit is the first record at or after `low`.
-        low = await self._failing_read(tp, start, FIND_CHUNK)
+        # A failed poll reads at most MAX_RECORDS_PER_POLL records of a partition: look
+        # no further. In chunks, then one record at a time from the failing chunk.
+        low = await self._failing_read(tp, start, FIND_CHUNK, MAX_RECORDS_PER_POLL)
         if low is not None:
-            low = await self._failing_read(tp, low, 1)
+            low = await self._failing_read(tp, low, 1, FIND_CHUNK)
         if low is None:
             consumer.seek(tp, start)
             return None
-        # Offsets may have gaps: find the first x past `low` whose first record decodes
-        # (growing the step, then bisecting); the culprit sits just before it.
+        first = low
+        # The first offset past `first` that reads again (offsets may have gaps): grow
+        # the step, then bisect.
         step = 1
-        while await self._failing_read(tp, low + step, 1, first_only=True) is not None:
+        while await self._failing_read(tp, low + step, 1, 1) is not None:
             low, step = low + step, step * 2
         high = low + step
         while high - low > 1:
             middle = (low + high) // 2
-            if await self._failing_read(tp, middle, 1, first_only=True) is None:
+            if await self._failing_read(tp, middle, 1, 1) is None:
                 high = middle
             else:
                 low = middle
-        return low
+        return first, high
 
     async def _take_before(self, tp: TopicPartition, start: int, stop: int) -> None:
-        """Take in the records of `tp` from `start` up to (not including) `stop`, where
-        the undecodable record is."""
+        """Take in the records of `tp` from `start` up to `stop`, where the unreadable
+        offsets begin (every record before it decodes)."""
         consumer = self._consumer
         consumer.seek(tp, start)
         chunk = FIND_CHUNK
+        deadline = time.monotonic() + PROBE_TIMEOUT_S
         while (position := await consumer.position(tp)) < stop:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"records of {tp} before offset {stop} cannot be read")
             try:
                 fetched = await consumer.getmany(
                     tp, timeout_ms=100, max_records=min(chunk, stop - position)
                 )
             except ValueError:
-                # Offsets had gaps, so the chunk reached the culprit: the failed read
-                # dropped its records. Go back and read one at a time.
+                if chunk == 1:
+                    return  # only gaps were left before the unreadable offsets
+                # Offsets had gaps, so the chunk reached the unreadable ones and the
+                # failed read dropped its records: go back, one record at a time.
                 consumer.seek(tp, position)
                 chunk = 1
                 continue
             if fetched:
                 self._take(fetched)
+                deadline = time.monotonic() + PROBE_TIMEOUT_S
 
     async def _failing_read(
-        self, tp: TopicPartition, offset: int, chunk: int, *, first_only: bool = False
+        self, tp: TopicPartition, offset: int, chunk: int, limit: int
     ) -> int | None:
-        """Read `tp` from `offset`, `chunk` records at a time, to its end (or one read
-        with `first_only`). None if nothing fails; else the offset the failing read
+        """Read up to `limit` records of `tp` from `offset`, `chunk` at a time. None if
+        they all decode (or the partition ends); else the offset the failing read
         started from (the culprit is among its records)."""
         consumer = self._consumer
         consumer.seek(tp, offset)
         after = offset
+        read = 0
         deadline = time.monotonic() + PROBE_TIMEOUT_S
-        while time.monotonic() < deadline:
+        while read < limit and time.monotonic() < deadline:
             try:
-                fetched = await consumer.getmany(tp, timeout_ms=100, max_records=chunk)
+                fetched = await consumer.getmany(
+                    tp, timeout_ms=100, max_records=min(chunk, limit - read)
+                )
             except ValueError:
                 return after
             records = fetched.get(tp)
             if records:
-                if first_only:
-                    return None
+                read += len(records)
                 after = records[-1].offset + 1
                 deadline = time.monotonic() + PROBE_TIMEOUT_S
             elif await consumer.position(tp) >= (consumer.highwater(tp) or 0):
                 return None  # read to the end
         return None
 
-    def _answer_undecodable(self, part: PartitionState, offset: int) -> None:
+    def _answer_undecodable(self, part: PartitionState, first: int, end: int) -> None:
+        """Answer offsets [first, end) `invalid`: the records aiokafka cannot read (an
+        offset in that range that holds no record, a gap, is answered too)."""
         wall = time.time()
-        part.tracker.add(offset)
-        rec = Rec(part, offset, (), None, wall, format_timestamp(wall))
-        record = Undecodable(part.tp.topic, part.tp.partition, offset)
-        self._metrics.records_consumed.inc()
-        self._spawn(self._publish_local([(rec, Status.INVALID, UNDECODABLE_REASON, record, None)]))
+        received = format_timestamp(wall)
+        local: list[LocalAnswer] = []
+        for offset in range(first, end):
+            part.tracker.add(offset)
+            rec = Rec(part, offset, (), None, wall, received)
+            record = Undecodable(part.tp.topic, part.tp.partition, offset)
+            local.append((rec, Status.INVALID, UNDECODABLE_REASON, record, None))
+        self._metrics.records_consumed.inc(len(local))
+        self._spawn(self._publish_local(local))
         log.warning(
             "undecodable_record_answered",
             partition=f"{part.tp.topic}/{part.tp.partition}",
-            offset=offset,
+            offsets=f"{first}-{end - 1}",
         )
 
     def _apply_backpressure(self, room: int) -> None:
@@ -430,6 +450,8 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
                     await self._slices.acquire()
                     done = results(chunk)
                     sending = group.create_task(self._publish(done, chunk, waiters))
+                    # Released however the task ends, even cancelled before it started.
+                    sending.add_done_callback(self._release_slice)
                     if previous is not None:
                         await asyncio.wait([previous])  # its failure is the group's to raise
                     previous = sending
@@ -445,15 +467,15 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
         waiters: dict[str, list[Rec]],
     ) -> None:
         messages, recs, statuses = done
-        try:
-            await self._publisher.publish(messages)
-        finally:
-            self._slices.release()
+        await self._publisher.publish(messages)
         self._done(recs, statuses)
         # Let go of the finished records now, not when the whole batch is: a batch
         # lives until its last slice is published, and the consumer refills the room.
         for uuid, _ in answered:
             waiters.pop(uuid, None)
+
+    def _release_slice(self, _: asyncio.Task[None]) -> None:
+        self._slices.release()
 
     async def _publish_local(self, local: list[LocalAnswer]) -> None:
         """Results (and DLQ copies) for records answered without the API."""

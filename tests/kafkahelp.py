@@ -201,11 +201,17 @@ _PLACEHOLDER_KEY = "QQQQ"
 
 
 async def produce_bad_header_async(
-    bootstrap: str, topic: str, partition: int, value: bytes, bad_key: bytes = b"\xff\xfe\xfd\xfc"
-) -> Position:
-    """Produce one record whose header key is not UTF-8, as a librdkafka client can
-    write (the Java client and aiokafka cannot): a batch built with a placeholder key,
-    patched, its CRC-32C recomputed. Returns where it landed."""
+    bootstrap: str,
+    topic: str,
+    partition: int,
+    values: Sequence[bytes],
+    bad: int = 0,
+    bad_key: bytes = b"\xff\xfe\xfd\xfc",
+) -> list[Position]:
+    """Produce `values` as one record batch in which record `bad` has a header key that
+    is not UTF-8, as a librdkafka client can write (the Java client and aiokafka cannot):
+    built with a placeholder key, patched, its CRC-32C recomputed. Returns where each
+    record landed."""
     from aiokafka.record.util import calc_crc32c
 
     assert len(bad_key) == len(_PLACEHOLDER_KEY)
@@ -213,7 +219,9 @@ async def produce_bad_header_async(
     await producer.start()
     try:
         batch = producer.create_batch()
-        batch.append(timestamp=None, key=None, value=value, headers=[(_PLACEHOLDER_KEY, b"v")])
+        for index, value in enumerate(values):
+            key = _PLACEHOLDER_KEY if index == bad else "ok-h"
+            batch.append(timestamp=None, key=None, value=value, headers=[(key, b"v")])
         raw = bytearray(batch._builder.build())
         at = raw.index(_PLACEHOLDER_KEY.encode())
         raw[at : at + len(bad_key)] = bad_key
@@ -222,7 +230,7 @@ async def produce_bad_header_async(
         batch._buffer = bytes(raw)
         batch.close()
         metadata = await (await producer.send_batch(batch, topic, partition=partition))
-        return Position(partition, metadata.offset)
+        return [Position(partition, metadata.offset + i) for i in range(len(values))]
     finally:
         await producer.stop()
 

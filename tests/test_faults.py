@@ -400,7 +400,18 @@ def test_a_record_aiokafka_cannot_decode_ends_invalid_and_nothing_around_it_is_l
     topics = topics_for(make_topic)
     before = corpus(3000, seed=11)
     positions = produce(kafka_bootstrap, topics["input"], before)
-    bad = [produce_bad_header(kafka_bootstrap, topics["input"], p, b"x") for p in (2, 4)]
+    # One alone in its batch; one in the middle of a batch of five: aiokafka decodes a
+    # batch from its start, so the bad record and every one after it in its batch are
+    # unreadable, from any fetch position.
+    bad = produce_bad_header(kafka_bootstrap, topics["input"], 2, [b"x"])
+    batch = [Message(str(uuid.uuid4()).encode()) for _ in range(5)]
+    landed = produce_bad_header(
+        kafka_bootstrap, topics["input"], 4, [m.value or b"" for m in batch], bad=2
+    )
+    # Records before the bad one in its batch read fine; it and those after it do not.
+    before += batch[:2]
+    positions += landed[:2]
+    bad += landed[2:]
     after = corpus(3000, seed=12)
     positions += produce(kafka_bootstrap, topics["input"], after)
     with running_fake_api("--token", TEST_TOKEN) as api:
@@ -412,6 +423,7 @@ def test_a_record_aiokafka_cannot_decode_ends_invalid_and_nothing_around_it_is_l
         total = len(before) + len(after) + len(bad)
         results = consume_all(kafka_bootstrap, topics["output"], total, timeout_s=60)
     culprits = {(p.partition, p.offset) for p in bad}
+    assert len(culprits) == 4
     answered = {
         (v["source"]["partition"], v["source"]["offset"]): v
         for v in (orjson.loads(r.value) for r in results)
@@ -422,7 +434,7 @@ def test_a_record_aiokafka_cannot_decode_ends_invalid_and_nothing_around_it_is_l
     rest = [r for r in results if _source(r) not in culprits]
     per_record = check_results(before + after, positions, rest, topics["input"])
     assert len(per_record) == len(before) + len(after)
-    dlq = consume_all(kafka_bootstrap, topics["dlq"], 1, timeout_s=30)
+    dlq = consume_all(kafka_bootstrap, topics["dlq"], len(culprits), timeout_s=30)
     copies = {
         dict(r.headers)["streamstop-source"].decode()
         for r in dlq
