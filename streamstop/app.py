@@ -171,6 +171,7 @@ class Daemon:
         # process: move it out of the collector's sight, so full collections only walk
         # objects made since. Full collections over the start-up heap took ~50 ms each,
         # a pause every in-flight record paid for.
+        gc.collect()  # start-up garbage goes now, not into the frozen generation
         gc.freeze()
         tasks = [
             asyncio.create_task(pipeline.consume(), name="consume"),

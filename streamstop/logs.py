@@ -60,10 +60,10 @@ class RepeatFilter(logging.Filter):
         super().__init__()
         self._window_s = window_s
         self._clock = clock
-        self._seen: dict[tuple[str, int, object], tuple[float, int]] = {}
+        self._seen: dict[tuple[str, int, str], tuple[float, int]] = {}
 
     def filter(self, record: logging.LogRecord) -> bool:
-        key = (record.name, record.levelno, record.msg)
+        key = (record.name, record.levelno, str(record.msg))  # msg may be any object
         now = self._clock()
         last = self._seen.get(key)
         if last is not None and now - last[0] < self._window_s:
