@@ -125,6 +125,7 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
         self._revoke_timeout_s = settings.lifecycle.revoke_timeout_s
         self._offset_reset = settings.kafka.auto_offset_reset
         self._undecodable_misses = 0
+        self._unpositioned: set[TopicPartition] = set()
         self._batcher: Batcher[Rec] = Batcher(
             settings.batch.max_size, settings.batch.max_wait_ms / 1000.0
         )
@@ -152,6 +153,8 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
         """Poll until `stop_consuming`; never blocks on downstream work."""
         while not self._stopping:
             self.heartbeat = time.monotonic()
+            if self._unpositioned:
+                await self._learn_positions()
             pending = self.pending()
             self._metrics.pending.set(pending)
             room = self._max_pending - pending
@@ -223,6 +226,18 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
         if local:
             self._spawn(self._publish_local(local))
 
+    async def _learn_positions(self) -> None:
+        """Where each newly assigned partition starts (committed offset or reset): a poll
+        that fails on an undecodable record is rewound there if nothing was taken yet."""
+        for tp in list(self._unpositioned):
+            part = self._parts.get(tp)
+            try:
+                if part is not None and part.next_offset is None:
+                    part.next_offset = await self._consumer.position(tp)
+            except KafkaError:
+                return  # not assigned any more, or no answer: the next turn tries again
+            self._unpositioned.discard(tp)
+
     async def _skip_undecodable(self) -> None:
         """After a poll failed on a record aiokafka cannot decode: rewind every partition
         to just after the records we took (the failed poll moved positions past records
@@ -258,6 +273,7 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
         if part.next_offset is not None:
             consumer.seek(part.tp, part.next_offset)
             return
+        # The start was not learnt yet (rare: the very first poll failed).
         committed = await consumer.committed(part.tp)
         if committed is not None:
             consumer.seek(part.tp, committed)
@@ -558,30 +574,42 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
     ) -> bool:
         """Commit each partition's fully-done prefix; False if Kafka refused or did not
         answer within `timeout_s` (aiokafka retries a commit for as long as the
-        coordinator is unreachable, which would hold shutdown and revokes hostage)."""
-        async with self._commit_lock:
-            chosen = list(self._parts.values()) if parts is None else parts
-            offsets: dict[TopicPartition, int] = {}
+        coordinator is unreachable, which would hold shutdown and revokes hostage).
+        Waiting for another commit in progress counts against the same budget."""
+        began = time.monotonic()
+        try:
+            await asyncio.wait_for(self._commit_lock.acquire(), timeout_s)
+        except TimeoutError:
+            log.warning("commit_timed_out", timeout_s=timeout_s, waiting="another commit")
+            return False
+        try:
+            return await self._commit(parts, max(0.1, timeout_s - (time.monotonic() - began)))
+        finally:
+            self._commit_lock.release()
+
+    async def _commit(self, parts: Sequence[PartitionState] | None, timeout_s: float) -> bool:
+        chosen = list(self._parts.values()) if parts is None else parts
+        offsets: dict[TopicPartition, int] = {}
+        for part in chosen:
+            point = part.tracker.commit_point()
+            if point is not None:
+                offsets[part.tp] = point
+        if offsets:
+            try:
+                await asyncio.wait_for(self._consumer.commit(offsets), timeout_s)
+            except KafkaError as exc:
+                log.warning("commit_failed", error=repr(exc), partitions=len(offsets))
+                return False
+            except TimeoutError:
+                log.warning("commit_timed_out", timeout_s=timeout_s, partitions=len(offsets))
+                return False
+            self._metrics.commits.inc()
             for part in chosen:
-                point = part.tracker.commit_point()
-                if point is not None:
-                    offsets[part.tp] = point
-            if offsets:
-                try:
-                    await asyncio.wait_for(self._consumer.commit(offsets), timeout_s)
-                except KafkaError as exc:
-                    log.warning("commit_failed", error=repr(exc), partitions=len(offsets))
-                    return False
-                except TimeoutError:
-                    log.warning("commit_timed_out", timeout_s=timeout_s, partitions=len(offsets))
-                    return False
-                self._metrics.commits.inc()
-                for part in chosen:
-                    if part.tp in offsets:
-                        part.tracker.mark_committed(offsets[part.tp])
-                        part.committed = offsets[part.tp]
-            self._update_lag(chosen)
-            return True
+                if part.tp in offsets:
+                    part.tracker.mark_committed(offsets[part.tp])
+                    part.committed = offsets[part.tp]
+        self._update_lag(chosen)
+        return True
 
     def _update_lag(self, parts: Sequence[PartitionState]) -> None:
         for part in parts:
@@ -597,6 +625,7 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
         """New generation: fresh state per partition; backpressure re-applied."""
         for tp in assigned:
             self._parts[tp] = PartitionState(tp)
+        self._unpositioned = set(assigned)
         self.joined = True
         if self._paused and assigned:
             self._consumer.pause(*assigned)
