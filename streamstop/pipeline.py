@@ -43,6 +43,7 @@ MAX_SLICES_IN_FLIGHT = 4
 EXPIRED_REASON = "older than batch.max_record_age_s"
 UNDECODABLE_REASON = "record cannot be decoded, nor the rest of its batch (a header key not UTF-8?)"
 PROBE_TIMEOUT_S = 5.0
+POSITION_TIMEOUT_S = 0.5
 FIND_CHUNK = 500
 MAX_UNDECODABLE_MISSES = 3
 Headers = Sequence[tuple[str, bytes]]
@@ -233,8 +234,12 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
             part = self._parts.get(tp)
             try:
                 if part is not None and part.next_offset is None:
-                    part.next_offset = await self._consumer.position(tp)
-            except KafkaError:
+                    # Bounded: position() waits as long as the coordinator is away, and
+                    # the loop must keep polling meanwhile.
+                    part.next_offset = await asyncio.wait_for(
+                        self._consumer.position(tp), POSITION_TIMEOUT_S
+                    )
+            except (KafkaError, TimeoutError):
                 return  # not assigned any more, or no answer: the next turn tries again
             self._unpositioned.discard(tp)
 
