@@ -259,7 +259,7 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
         try:
             for part in parts:
                 start: int = await consumer.position(part.tp)
-                found = await self._find_undecodable(part.tp)
+                found = await self._find_undecodable(part.tp, start)
                 if found is not None:
                     first, end = found
                     self._undecodable_misses = 0
@@ -286,8 +286,8 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
             await consumer.seek_to_beginning(part.tp)
         # else `latest` with nothing committed: where the group started is not known.
 
-    async def _find_undecodable(self, tp: TopicPartition) -> tuple[int, int] | None:
-        """The offsets [first, end) of `tp` (from its position) that aiokafka cannot read,
+    async def _find_undecodable(self, tp: TopicPartition, start: int) -> tuple[int, int] | None:
+        """The offsets [first, end) of `tp` (from `start`) that aiokafka cannot read,
         or None when the records the failed poll could have read all decode.
 
         aiokafka decodes a whole record batch before it skips to the fetch position, so
@@ -295,7 +295,6 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
         reading one record starts failing, `end` the first offset that reads again.
         Records read while looking are read again afterwards (the caller seeks)."""
         consumer = self._consumer
-        start: int = await consumer.position(tp)
         # A failed poll reads at most MAX_RECORDS_PER_POLL records of a partition: look
         # no further. In chunks, then one record at a time from the failing chunk.
         low = await self._failing_read(tp, start, FIND_CHUNK, MAX_RECORDS_PER_POLL)
