@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
+import random
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -123,3 +126,30 @@ def test_the_commit_point_never_passes_an_unfinished_record(
         assert tracker.pending == len(unfinished)
     final = tracker.commit_point()
     assert (final if final is not None else committed) == offsets[-1] + 1
+
+
+@settings(max_examples=200)
+@given(
+    st.lists(st.sampled_from([1, 1, 1, 2, 7]), min_size=1, max_size=300),
+    st.randoms(use_true_random=False),
+)
+def test_long_runs_finish_in_any_order_and_repeats_are_refused(
+    gaps: list[int], rng: random.Random
+) -> None:
+    # Long runs of consecutive offsets (the usual case) with a few gaps, all consumed,
+    # then finished in a random order: the tracker drops its finished front as it goes.
+    offsets = list(itertools.accumulate(gaps))
+    tracker = tracker_with(*offsets)
+    order = list(offsets)
+    rng.shuffle(order)
+    unfinished = set(offsets)
+    for offset in order:
+        tracker.done(offset)
+        unfinished.discard(offset)
+        with pytest.raises(KeyError):
+            tracker.done(offset)
+        with pytest.raises(KeyError):
+            tracker.done(offset - 1 if offset - 1 not in unfinished else offsets[-1] + 1)
+        expected = min(unfinished) if unfinished else offsets[-1] + 1
+        assert tracker.commit_point() == (expected if expected > offsets[0] else None)
+        assert tracker.pending == len(unfinished)
