@@ -427,7 +427,7 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
             self.failed.set()
 
     async def _run_batch(self, batch: Batch[Rec], batch_id: str) -> None:
-        waiters = batch.waiters
+        refs = batch.refs
         output = self._output
 
         def results(answers: list[tuple[str, Resolution]]) -> Done:
@@ -437,7 +437,8 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
             statuses: collections.Counter[str] = collections.Counter()
             for uuid, res in answers:
                 key = uuid.encode()
-                for rec in waiters[uuid]:
+                waiting = refs(uuid)
+                for rec in waiting:
                     part = rec.part
                     value = build_result(
                         uuid=uuid,
@@ -455,7 +456,7 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
                     )
                     messages.append(OutMessage(output, key, value, rec.headers))
                     recs.append(rec)
-                statuses[res.status] += len(waiters[uuid])
+                statuses[res.status] += len(waiting)
             return messages, recs, statuses
 
         async def publish(answers: dict[str, Resolution]) -> None:
@@ -469,7 +470,7 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
                 while chunk := list(itertools.islice(items, PUBLISH_SLICE)):
                     await self._slices.acquire()
                     done = results(chunk)
-                    sending = group.create_task(self._publish(done, chunk, waiters))
+                    sending = group.create_task(self._publish(done, chunk, batch))
                     # Released however the task ends, even cancelled before it started.
                     sending.add_done_callback(self._release_slice)
                     if previous is not None:
@@ -484,7 +485,7 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
         self,
         done: Done,
         answered: list[tuple[str, Resolution]],
-        waiters: dict[str, list[Rec]],
+        batch: Batch[Rec],
     ) -> None:
         messages, recs, statuses = done
         await self._publisher.publish(messages)
@@ -492,7 +493,7 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
         # Let go of the finished records now, not when the whole batch is: a batch
         # lives until its last slice is published, and the consumer refills the room.
         for uuid, _ in answered:
-            waiters.pop(uuid, None)
+            batch.release(uuid)
 
     def _release_slice(self, _: asyncio.Task[None]) -> None:
         self._slices.release()

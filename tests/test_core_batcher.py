@@ -23,9 +23,10 @@ def test_a_batch_is_handed_back_when_it_reaches_max_size() -> None:
     assert batcher.add("a", 1, now=10.0) is None
     assert batcher.add("a", 2, now=10.1) is None
     full = batcher.add("b", 3, now=10.2)
-    assert full == Batch(
-        uuids=["a", "b"], waiters={"a": [1, 2], "b": [3]}, opened_at=10.0, records=3
-    )
+    assert full is not None
+    assert full.uuids == ["a", "b"]
+    assert [(uuid, list(refs)) for uuid, refs in full.waiting()] == [("a", [1, 2]), ("b", [3])]
+    assert (full.opened_at, full.records) == (10.0, 3)
     assert len(batcher) == 0
     assert batcher.deadline() is None
     assert batcher.flush() is None
@@ -57,8 +58,25 @@ def test_drop_removes_records_and_uuids_nobody_waits_for() -> None:
     batch = batcher.flush()
     assert batch is not None
     assert batch.uuids == ["a", "c"]
-    assert batch.waiters == {"a": [refs[0]], "c": [refs[3]]}
+    assert [(uuid, list(waiting)) for uuid, waiting in batch.waiting()] == [
+        ("a", [refs[0]]),
+        ("c", [refs[3]]),
+    ]
     assert batch.opened_at == 0.0
+
+
+def test_released_uuids_have_no_records_left() -> None:
+    batcher: Batcher[int] = Batcher(max_size=10, max_wait_s=1.0)
+    for ref, uuid in enumerate(["a", "b", "a", "a"]):
+        batcher.add(uuid, ref, now=0.0)
+    batch = batcher.flush()
+    assert batch is not None
+    assert list(batch.refs("a")) == [0, 2, 3]
+    assert list(batch.refs("b")) == [1]
+    batch.release("a")
+    assert list(batch.refs("a")) == []
+    assert [uuid for uuid, _ in batch.waiting()] == ["b"]
+    assert batch.uuids == ["a", "b"]  # the request's uuids, unchanged
 
 
 def test_dropping_everything_leaves_nothing_due() -> None:
@@ -132,11 +150,13 @@ def test_batches_keep_every_bound_and_lose_nothing(
     for batch in batches:
         assert 1 <= len(batch.uuids) <= max_size
         assert len(set(batch.uuids)) == len(batch.uuids)
-        assert list(batch.waiters) == batch.uuids
-        assert all(batch.waiters.values())
-        assert batch.records == sum(len(refs) for refs in batch.waiters.values())
-        for uuid, refs in batch.waiters.items():
+        waiting = dict(batch.waiting())
+        assert list(waiting) == batch.uuids
+        assert all(waiting.values())
+        assert batch.records == sum(len(refs) for refs in waiting.values())
+        for uuid, refs in waiting.items():
             assert all(ref.uuid == uuid for ref in refs)
-            assert refs == sorted(refs, key=lambda ref: ref.seq)
-        out.extend(ref for refs in batch.waiters.values() for ref in refs)
+            assert list(refs) == sorted(refs, key=lambda ref: ref.seq)
+            assert list(batch.refs(uuid)) == list(refs)
+        out.extend(ref for refs in waiting.values() for ref in refs)
     assert sorted(out, key=lambda ref: ref.seq) == added

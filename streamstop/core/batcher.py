@@ -3,25 +3,70 @@
 A batch holds at most `max_size` distinct uuids; a uuid asked for by several records is
 sent once and its result goes to every one of them (the waiters). The caller passes the
 clock in and sends what `add`, `take_due` or `flush` hand back.
+
+Batches hold up to `batch.max_pending` records between them, so a uuid with one waiter
+(nearly all of them) keeps it bare, not in a list of one: that list would be the
+largest object per pending record.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Generic, TypeVar, cast
 
 T = TypeVar("T")
+_NONE: Any = object()  # no record waits for the uuid
 
 
-@dataclass(slots=True)
+class _Several(list[T]):
+    """The records waiting for a uuid asked for more than once."""
+
+    __slots__ = ()
+
+
 class Batch(Generic[T]):
     """One request's worth of uuids and the records waiting for each."""
 
-    uuids: list[str] = field(default_factory=list)
-    waiters: dict[str, list[T]] = field(default_factory=dict)
-    opened_at: float = 0.0
-    records: int = 0
+    __slots__ = ("_waiters", "opened_at", "records", "uuids")
+
+    def __init__(self, opened_at: float = 0.0) -> None:
+        self.uuids: list[str] = []  # distinct, in the order they came in
+        self._waiters: dict[str, T | _Several[T]] = {}
+        self.opened_at = opened_at
+        self.records = 0
+
+    def refs(self, uuid: str) -> Sequence[T]:
+        """The records waiting for `uuid`, oldest first (none once released)."""
+        held = self._waiters.get(uuid, _NONE)
+        if held is _NONE:
+            return ()
+        if type(held) is _Several:
+            return held
+        return (cast(T, held),)
+
+    def release(self, uuid: str) -> None:
+        """Forget the records waiting for `uuid` (their results are out)."""
+        self._waiters.pop(uuid, None)
+
+    def waiting(self) -> Iterator[tuple[str, Sequence[T]]]:
+        """Every uuid not released, with its records."""
+        for uuid in self._waiters:
+            yield uuid, self.refs(uuid)
+
+    def add(self, uuid: str, ref: T) -> bool:
+        """Add a record asking for `uuid`; True when the uuid is new to the batch."""
+        self.records += 1
+        waiters = self._waiters
+        held = waiters.get(uuid, _NONE)
+        if held is _NONE:
+            waiters[uuid] = ref
+            self.uuids.append(uuid)
+            return True
+        if type(held) is _Several:
+            held.append(ref)
+        else:
+            waiters[uuid] = _Several((held, ref))
+        return False
 
 
 class Batcher(Generic[T]):
@@ -44,14 +89,7 @@ class Batcher(Generic[T]):
         batch = self._open
         if batch is None:
             batch = self._open = Batch(opened_at=now)
-        batch.records += 1
-        refs = batch.waiters.get(uuid)
-        if refs is not None:
-            refs.append(ref)
-            return None
-        batch.waiters[uuid] = [ref]
-        batch.uuids.append(uuid)
-        if len(batch.uuids) < self._max_size:
+        if not batch.add(uuid, ref) or len(batch.uuids) < self._max_size:
             return None
         self._open = None
         return batch
@@ -82,25 +120,15 @@ class Batcher(Generic[T]):
         if batch is None:
             return []
         removed: list[T] = []
-        kept: dict[str, list[T]] = {}
-        for uuid, refs in batch.waiters.items():
-            stay: list[T] = []
+        kept: Batch[T] = Batch(batch.opened_at)  # the rest have waited that long
+        for uuid, refs in batch.waiting():
             for ref in refs:
                 if predicate(ref):
                     removed.append(ref)
                 else:
-                    stay.append(ref)
-            if stay:
-                kept[uuid] = stay
-        if not removed:
-            return removed
-        if not kept:
-            self._open = None
-            return removed
-        # The batch keeps its opened_at: the remaining records have waited that long.
-        batch.waiters = kept
-        batch.uuids = list(kept)
-        batch.records -= len(removed)
+                    kept.add(uuid, ref)
+        if removed:
+            self._open = kept if kept.records else None
         return removed
 
     def __len__(self) -> int:
