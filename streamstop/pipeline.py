@@ -26,6 +26,7 @@ from streamstop.core.decode import Invalid, decode_value
 from streamstop.core.offsets import OffsetTracker
 from streamstop.core.results import Status, build_result, format_timestamp
 from streamstop.metrics import Metrics
+from streamstop.permits import PrioritySemaphore
 from streamstop.publisher import OutMessage, Publisher
 from streamstop.stopper import Resolution, Stopper
 
@@ -134,7 +135,10 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
         self._tasks: set[asyncio.Task[None]] = set()
         # Results built and not yet acknowledged, over every batch: bounds their memory
         # (and the producer's buffers) whatever the number of batches answered at once.
-        self._slices = asyncio.Semaphore(MAX_SLICES_IN_FLIGHT)
+        # Oldest batch first: batches answered together finish one after the other, not
+        # all at the end, each holding its bookkeeping until then.
+        self._slices = PrioritySemaphore(MAX_SLICES_IN_FLIGHT)
+        self._batch_seq = itertools.count()
         self._commit_lock = asyncio.Lock()
         self._progress = asyncio.Event()
         self._paused = False
@@ -406,7 +410,7 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
 
     def _dispatch(self, batch: Batch[Rec]) -> None:
         self._metrics.buffer_time.observe(time.monotonic() - batch.opened_at)
-        self._spawn(self._run_batch(batch, str(uuidlib.uuid4())))
+        self._spawn(self._run_batch(batch, str(uuidlib.uuid4()), next(self._batch_seq)))
 
     def _spawn(self, coro: Any) -> None:
         task: asyncio.Task[None] = asyncio.create_task(coro)
@@ -426,7 +430,7 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
             log.error("fatal_error", error=repr(exc))
             self.failed.set()
 
-    async def _run_batch(self, batch: Batch[Rec], batch_id: str) -> None:
+    async def _run_batch(self, batch: Batch[Rec], batch_id: str, seq: int) -> None:
         refs = batch.refs
         output = self._output
 
@@ -468,7 +472,7 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
             async with asyncio.TaskGroup() as group:
                 previous: asyncio.Task[None] | None = None
                 while chunk := list(itertools.islice(items, PUBLISH_SLICE)):
-                    await self._slices.acquire()
+                    await self._slices.acquire(seq)
                     done = results(chunk)
                     sending = group.create_task(self._publish(done, chunk, batch))
                     # Released however the task ends, even cancelled before it started.
