@@ -41,6 +41,13 @@ def test_bench_harness_runs_on_a_tiny_input(kafka_bootstrap: str, tmp_path: Path
         assert case["records_per_s"] > 0
         assert case["peak_rss_mb"] > 0
     assert all(c["api_requests"] >= 1 for c in cases[1:])
-    assert report["memory"]["records"] == 3000
+    memory = report["memory"]
+    assert memory["records"] == 3000
+    assert memory["baseline_peak_rss_mb"] == cases[1]["peak_rss_mb"]
+    assert memory["vs_baseline"] == pytest.approx(
+        memory["peak_rss_mb"] / memory["baseline_peak_rss_mb"], abs=0.001
+    )
     assert report["paced"]["records"] > 0
-    assert "| streamstop | 50 ms |" in (tmp_path / "results" / "latest.md").read_text()
+    table = (tmp_path / "results" / "latest.md").read_text()
+    assert "| streamstop | 50 ms |" in table
+    assert "Backlog of 3,000 records: peak RSS" in table
