@@ -20,7 +20,11 @@ class Switches(BaseModel):
         default=SecretStr("test-token"),
         description="expected token in 'Authorization: Basic TOKEN' (default test-token)",
     )
-    latency_ms: float = Field(default=0.0, ge=0, description="delay added to every stop request")
+    latency_ms: float = Field(
+        default=0.0,
+        ge=0,
+        description="time from a stop request's arrival to its answer (own work included)",
+    )
     latency_jitter_ms: float = Field(default=0.0, ge=0, description="extra random delay, 0..this")
     error_rate: Rate = Field(
         default=0.0, description="fraction answered 500/502/503 with an HTML page"
