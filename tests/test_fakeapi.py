@@ -26,6 +26,7 @@ DEFAULTS: dict[str, object] = {
     "missing_rate": 0,
     "malformed_rate": 0,
     "reject_uuid": [],
+    "missing_uuid": [],
     "reject_all": False,
     "outage": False,
     "uppercase_items": False,
@@ -226,6 +227,14 @@ def _rejects_all(fake: FakeApi) -> None:
     assert "message" in answer.json()
 
 
+def _loses_the_uuid(fake: FakeApi) -> None:
+    lost, kept = uuid_ending("0", 7), uuid_ending("0", 8)
+    for _ in range(3):
+        answer = fake.stop_request([lost.upper(), kept])
+        assert answer.status == 200
+        assert [item["messageUuid"] for item in answer.json()["items"]] == [kept]
+
+
 def _outage(fake: FakeApi) -> None:
     answer = fake.stop_request([uuid_ending("0")])
     assert answer.status == 503
@@ -268,6 +277,7 @@ FAULTS: dict[str, tuple[dict[str, object], Callable[[FakeApi], None]]] = {
     "missing_rate": ({"missing_rate": 1.0}, _items_missing),
     "malformed_rate": ({"malformed_rate": 1.0}, _malformed),
     "reject_uuid": ({"reject_uuid": [uuid_ending("0", 7)]}, _rejects_the_uuid),
+    "missing_uuid": ({"missing_uuid": [uuid_ending("0", 7)]}, _loses_the_uuid),
     "reject_all": ({"reject_all": True}, _rejects_all),
     "outage": ({"outage": True}, _outage),
     "uppercase_items": ({"uppercase_items": True}, _uppercase),

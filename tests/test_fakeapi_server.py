@@ -35,4 +35,4 @@ async def test_latency_counts_from_arrival_so_its_own_work_is_inside_it(
             )
             elapsed = time.monotonic() - started
             assert response.status == 200
-            assert 0.4 <= elapsed < 0.55, elapsed
+            assert 0.4 <= elapsed < 0.58, elapsed  # added on top: >= 0.6

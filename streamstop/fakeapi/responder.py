@@ -8,7 +8,8 @@ Order, first match wins:
    Retry-After).
 3. Application checks: Authorization (401), Content-Type (415), `reject_all` (400), body
    shape (400), more than 10,000 uuids (413), `reject_uuid` (400).
-4. The normal answer, possibly with items missing, a malformed body, or upper-case uuids.
+4. The normal answer, possibly with items missing (at random or `missing_uuid`), a
+   malformed body, or upper-case uuids.
 """
 
 from __future__ import annotations
@@ -122,6 +123,9 @@ def _authorized(header: str | None, token: str) -> bool:
 
 def _stopped(uuids: list[str], switches: Switches, rng: random.Random) -> Reply:
     malformed = bool(switches.malformed_rate) and rng.random() < switches.malformed_rate
+    if switches.missing_uuid:
+        lost = {uuid.lower() for uuid in switches.missing_uuid}
+        uuids = [uuid for uuid in uuids if uuid.lower() not in lost]
     items = stop_items(uuids, uppercase=switches.uppercase_items)
     if switches.missing_rate:
         items = [item for item in items if rng.random() >= switches.missing_rate]

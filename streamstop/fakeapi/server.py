@@ -62,8 +62,9 @@ async def _stop(request: web.Request) -> web.Response:
     )
     state.recorder.add(request.headers.get("X-Request-Id"), reply.sent, reply.status, at)
     if reply.delay_s > 0:
-        # Latency is what a client sees of an API: from the request's arrival to the
-        # answer, the simulator's own work (~20 ms for 10,000 uuids) included.
+        # Latency is what a client sees of an API: from the request's arrival (when its
+        # handler starts) to the answer, the simulator's own work (~20 ms for 10,000
+        # uuids) included.
         await asyncio.sleep(max(0.0, reply.delay_s - (time.monotonic() - arrived)))
     return web.Response(
         status=reply.status,

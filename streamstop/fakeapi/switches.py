@@ -40,6 +40,9 @@ class Switches(BaseModel):
     reject_uuid: tuple[str, ...] = Field(
         default=(), description="a request containing this uuid gets 400 (repeatable)"
     )
+    missing_uuid: tuple[str, ...] = Field(
+        default=(), description="this uuid is always left out of a good answer (repeatable)"
+    )
     reject_all: bool = Field(default=False, description="answer every stop request 400")
     echo_authorization: bool = Field(
         default=False,
