@@ -343,8 +343,9 @@ def main() -> int:
             produce(bootstrap, big, records(min(200_000, MEMORY_RECORDS - start)))
         memory = run_streamstop(bootstrap, big, MEMORY_RECORDS, 0, workdir, False)
         memory["case"] = "streamstop-backlog"
-        # Against the same case (0 ms) on RECORDS records: the median of its runs' peaks.
-        small = next(r for r in rows if r.get("api_latency_ms") == 0)
+        # Against the same case on RECORDS records (0 ms, else the lowest latency
+        # measured): the median of its runs' peaks.
+        small = min(rows[1:], key=lambda r: int(r["api_latency_ms"]))
         memory["baseline_peak_rss_mb"] = statistics.median(small["runs_peak_rss_mb"])
         memory["vs_baseline"] = round(memory["peak_rss_mb"] / memory["baseline_peak_rss_mb"], 3)
         print(json.dumps(memory), flush=True)
@@ -372,7 +373,8 @@ def main() -> int:
     if memory:
         table += (
             f"\nBacklog of {MEMORY_RECORDS:,} records: peak RSS {memory['peak_rss_mb']} MB, "
-            f"{memory['vs_baseline'] - 1:+.1%} over the {RECORDS:,}-record case at 0 ms "
+            f"{memory['vs_baseline'] - 1:+.1%} over the {RECORDS:,}-record case at "
+            f"{small['api_latency_ms']} ms "
             f"({memory['baseline_peak_rss_mb']} MB, the median of "
             f"{' / '.join(str(x) for x in small['runs_peak_rss_mb'])}; target <= +10%).\n"
         )

@@ -1,9 +1,10 @@
 """A semaphore whose waiters are served by priority, not by arrival.
 
-The pipeline hands out its slice permits (results built and not yet acknowledged) oldest
-batch first: a batch answered earlier finishes before a younger one starts publishing,
-so its records are committed sooner and its bookkeeping (the uuids, the answers) is let
-go at once instead of every answered batch trickling out slice by slice, round robin.
+The pipeline hands out its slice permits (results built and not yet acknowledged) by
+batch age, in the order batches were sent: of the batches answered at about the same
+time, the oldest finishes before a younger one goes on, so its records are committed
+sooner and its bookkeeping (the uuids, the answers) is let go at once, instead of every
+answered batch trickling out slice by slice, round robin.
 """
 
 from __future__ import annotations

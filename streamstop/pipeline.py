@@ -135,8 +135,8 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
         self._tasks: set[asyncio.Task[None]] = set()
         # Results built and not yet acknowledged, over every batch: bounds their memory
         # (and the producer's buffers) whatever the number of batches answered at once.
-        # Oldest batch first: batches answered together finish one after the other, not
-        # all at the end, each holding its bookkeeping until then.
+        # Oldest batch (by dispatch) first: batches answered together finish one after
+        # the other, not all at the end, each holding its bookkeeping until then.
         self._slices = PrioritySemaphore(MAX_SLICES_IN_FLIGHT)
         self._batch_seq = itertools.count()
         self._commit_lock = asyncio.Lock()
@@ -442,6 +442,8 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
             for uuid, res in answers:
                 key = uuid.encode()
                 waiting = refs(uuid)
+                if not waiting:  # answered twice, or never asked: a bug, not a record
+                    log.error("answer_without_records", batch_id=batch_id)
                 for rec in waiting:
                     part = rec.part
                     value = build_result(
@@ -473,7 +475,11 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
                 previous: asyncio.Task[None] | None = None
                 while chunk := list(itertools.islice(items, PUBLISH_SLICE)):
                     await self._slices.acquire(seq)
-                    done = results(chunk)
+                    try:
+                        done = results(chunk)
+                    except BaseException:
+                        self._slices.release()
+                        raise
                     sending = group.create_task(self._publish(done, chunk, batch))
                     # Released however the task ends, even cancelled before it started.
                     sending.add_done_callback(self._release_slice)
