@@ -196,7 +196,7 @@ class Daemon:
         deadline = began + max(0.0, settings.lifecycle.shutdown_timeout_s - CLOSE_BUDGET_S)
         drained = False
         if pipeline.fatal is None:
-            log.info("shutting_down", pending=pipeline.pending())
+            log.info("shutting_down", pending=pipeline.uncommitted())
             drained = await pipeline.drain_all(deadline)
         else:
             pipeline.stop_consuming()
@@ -212,7 +212,7 @@ class Daemon:
         log.info(
             "stopped",
             drained=drained,
-            left_uncommitted=pipeline.pending(),
+            left_uncommitted=pipeline.uncommitted(),
             duration_ms=round((time.monotonic() - began) * 1000),
         )
         return EXIT_OK

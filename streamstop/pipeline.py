@@ -150,9 +150,13 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
 
     # -- consuming ---------------------------------------------------------------------
 
-    def pending(self) -> int:
-        """Consumed records not yet done, over every partition we still track."""
-        return sum(part.tracker.pending for part in self._parts.values())
+    def uncommitted(self) -> int:
+        """Consumed records the commit point holds back, over every partition we still
+        track: from each one's first unfinished record on, finished ones after it too.
+        This is what `batch.max_pending` caps: what a restart would process again. (A
+        record stuck in retries therefore pauses the consumer once the window behind it
+        is full, until it ends by `retry.deadline_s`.)"""
+        return sum(part.tracker.window for part in self._parts.values())
 
     async def consume(self) -> None:
         """Poll until `stop_consuming`; never blocks on downstream work."""
@@ -160,9 +164,9 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
             self.heartbeat = time.monotonic()
             if self._unpositioned:
                 await self._learn_positions()
-            pending = self.pending()
-            self._metrics.pending.set(pending)
-            room = self._max_pending - pending
+            uncommitted = self.uncommitted()
+            self._metrics.pending.set(uncommitted)
+            room = self._max_pending - uncommitted
             self._apply_backpressure(room)
             try:
                 fetched = await self._consumer.getmany(

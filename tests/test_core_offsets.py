@@ -124,6 +124,9 @@ def test_the_commit_point_never_passes_an_unfinished_record(
         else:
             assert safe is None or safe <= committed
         assert tracker.pending == len(unfinished)
+        # The window: from the first unfinished record to the last consumed, done or not.
+        window = len(consumed) - consumed.index(unfinished[0]) if unfinished else 0
+        assert tracker.window == window
     final = tracker.commit_point()
     assert (final if final is not None else committed) == offsets[-1] + 1
 
@@ -153,3 +156,4 @@ def test_long_runs_finish_in_any_order_and_repeats_are_refused(
         expected = min(unfinished) if unfinished else offsets[-1] + 1
         assert tracker.commit_point() == (expected if expected > offsets[0] else None)
         assert tracker.pending == len(unfinished)
+        assert tracker.window == sum(1 for o in offsets if o >= expected)

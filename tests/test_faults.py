@@ -18,6 +18,7 @@ from kafkahelp import (
     Message,
     committed_offsets,
     consume_all,
+    end_offsets,
     lag,
     produce,
     produce_bad_header,
@@ -212,6 +213,43 @@ def test_api_outage_fails_nothing_and_bounds_memory(
     check_results(messages, positions, results, topics["input"])
     assert "failed" not in statuses(results)
     assert_no_secret(daemon)
+
+
+def test_a_record_stuck_in_retries_caps_what_is_consumed_behind_it(
+    kafka_bootstrap: str, make_topic: Any, tmp_path: Path
+) -> None:
+    # The API never answers the first record's uuid, so the commit point cannot pass it.
+    # Work behind it finishes, but what a restart would process again stays within
+    # batch.max_pending: the consumer pauses until the stuck record ends.
+    topics = topics_for(make_topic, dlq=False)
+    stuck = str(uuid.uuid4())
+    first = Message(orjson.dumps({"messageUuid": stuck}), partition=0)
+    rest = [Message(m.value, m.key, m.headers, partition=0) for m in corpus(8000, seed=12)]
+    max_pending = 2000
+    with running_fake_api("--token", TEST_TOKEN, "--missing-uuid", stuck) as api:
+        config = config_for(
+            tmp_path, kafka_bootstrap, topics, api.url, batch__max_pending=max_pending
+        )
+        with running_daemon(config, tmp_path / "d.log") as daemon:
+            daemon.wait_ready()
+            positions = produce(kafka_bootstrap, topics["input"], [first, *rest])
+            wait_for(
+                lambda: daemon.metric("streamstop_paused_partitions") > 0,
+                60,
+                "the consumer pauses behind the stuck record",
+            )
+            watch_until = time.monotonic() + 3
+            while time.monotonic() < watch_until:
+                assert daemon.metric("streamstop_pending_records") <= max_pending
+                assert daemon.metric("streamstop_paused_partitions") > 0
+            answered = sum(end_offsets(kafka_bootstrap, topics["output"]).values())
+            assert 0 < answered < max_pending  # results for the window behind it only
+            committed = committed_offsets(kafka_bootstrap, topics["group"], topics["input"])
+            assert committed.get(0, 0) <= positions[0].offset
+            api.set(missing_uuid=[])
+            wait_committed(kafka_bootstrap, topics, 120, "everything once the record is answered")
+        results = consume_all(kafka_bootstrap, topics["output"], len(positions), timeout_s=60)
+    check_results([first, *rest], positions, results, topics["input"])
 
 
 def test_bad_credentials_then_fixed_token_file(

@@ -4,9 +4,10 @@ Records finish out of order (batches resolve independently), so the commit point
 first record not yet done, never past it. Consumed offsets can have gaps (transaction
 markers, compaction), so the tracker follows the records it saw, not offset + 1.
 
-A tracker holds up to `batch.max_pending` records, so it is kept compact: 9 bytes per
-record (the offset in an array, a done flag in a bytearray) rather than the ~100 of a
-set of int objects, which never shrinks as records finish.
+A tracker holds every record from the first unfinished one on (its window, which
+`batch.max_pending` caps over all partitions), so it is kept compact: 9 bytes per record
+(the offset in an array, a done flag in a bytearray) rather than the ~100 of a set of
+int objects, which never shrinks as records finish.
 """
 
 from __future__ import annotations
@@ -97,3 +98,9 @@ class OffsetTracker:
     def pending(self) -> int:
         """Records consumed but not done."""
         return self._pending
+
+    @property
+    def window(self) -> int:
+        """Records from the first unfinished one to the last consumed, done or not: what
+        the commit point holds back, and what a restart would read again."""
+        return len(self._offsets) - self._head
