@@ -45,6 +45,7 @@ def _masked_console(renderer: structlog.dev.ConsoleRenderer) -> Any:
 
 
 REPEAT_WINDOW_S = 10.0
+MAX_REPEAT_KEYS = 1000  # distinct (logger, level, template) remembered before a reset
 
 
 class RepeatFilter(logging.Filter):
@@ -75,9 +76,6 @@ class RepeatFilter(logging.Filter):
             self._seen.clear()
         self._seen[key] = (now, 0)
         return True
-
-
-MAX_REPEAT_KEYS = 1000
 
 
 def configure(level: str = "info", fmt: str = "json") -> None:
