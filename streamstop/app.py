@@ -17,12 +17,12 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.helpers import create_ssl_context
 
 from streamstop import __version__, logs
 from streamstop.config import ConfigError, Settings
+from streamstop.exitcodes import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK
 from streamstop.health import HealthServer
+from streamstop.kafkaclients import make_consumer, make_producer
 from streamstop.metrics import Metrics
 from streamstop.pipeline import Pipeline
 from streamstop.publisher import Publisher
@@ -31,9 +31,6 @@ from streamstop.stopper import RetryPolicy, Stopper
 
 log = structlog.get_logger("streamstop.app")
 
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_CONFIG = 2
 STEP_TIMEOUT_S = 10.0
 CLOSE_BUDGET_S = 5.0
 MIN_CLOSE_STEP_S = 0.5
@@ -67,23 +64,6 @@ def _warn_without_c_extensions() -> None:
             "aiokafka_c_extensions_missing",
             hint="aiokafka runs about 4x slower without its C extensions",
         )
-
-
-def kafka_common(settings: Settings) -> dict[str, Any]:
-    """Connection settings shared by the consumer and the producer."""
-    kafka = settings.kafka
-    options: dict[str, Any] = {
-        "bootstrap_servers": kafka.bootstrap_servers.split(","),
-        "client_id": f"streamstop-{__version__}",
-        "security_protocol": kafka.security_protocol,
-    }
-    if kafka.security_protocol in ("SSL", "SASL_SSL"):
-        options["ssl_context"] = create_ssl_context(cafile=kafka.ssl_cafile or None)
-    if kafka.security_protocol.startswith("SASL"):
-        options["sasl_mechanism"] = kafka.sasl_mechanism or "PLAIN"
-        options["sasl_plain_username"] = kafka.sasl_username
-        options["sasl_plain_password"] = settings.sasl_password_value()
-    return options
 
 
 class Daemon:
@@ -121,27 +101,8 @@ class Daemon:
             ),
             metrics=self.metrics,
         )
-        common = kafka_common(settings)
-        producer = AIOKafkaProducer(
-            **common,
-            acks="all",
-            enable_idempotence=True,
-            linger_ms=5,
-            max_batch_size=256 * 1024,
-            request_timeout_ms=30_000,
-        )
-        consumer = AIOKafkaConsumer(
-            **common,
-            group_id=settings.kafka.group_id,
-            enable_auto_commit=False,
-            auto_offset_reset=settings.kafka.auto_offset_reset,
-            # The group waits this long for members to finish revoking (draining).
-            rebalance_timeout_ms=int((settings.lifecycle.revoke_timeout_s + 10) * 1000),
-            max_poll_interval_ms=300_000,
-            # Prefetched data waits in memory while partitions are paused: 256 KiB per
-            # partition (~2,500 cancel events) keeps up and keeps memory flat.
-            max_partition_fetch_bytes=256 * 1024,
-        )
+        producer = make_producer(settings)
+        consumer = make_consumer(settings)
         publisher = Publisher(producer, give_up_s=120.0)
         pipeline = Pipeline(settings, consumer, publisher, stopper, self.metrics)
         health = HealthServer(

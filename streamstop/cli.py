@@ -7,8 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from streamstop import __version__
-
-EXIT_CONFIG = 2
+from streamstop.exitcodes import EXIT_CONFIG
 
 
 def _build_parser() -> argparse.ArgumentParser:

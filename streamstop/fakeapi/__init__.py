@@ -22,10 +22,8 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, get_args
 
+from streamstop.exitcodes import EXIT_CONFIG, EXIT_FAILURE
 from streamstop.fakeapi.switches import SwitchError, Switches, with_changes
-
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -75,7 +73,7 @@ def main(args: argparse.Namespace) -> int:
         switches = with_changes(Switches(), given)
     except SwitchError as exc:
         print(f"streamstop fake-api: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return EXIT_CONFIG
 
     from streamstop.fakeapi.server import Listen, serve
     from streamstop.logs import configure

@@ -1,0 +1,5 @@
+"""Process exit codes of every command (SPEC "Exit codes")."""
+
+EXIT_OK = 0
+EXIT_FAILURE = 1  # internal fatal error, or a second signal during shutdown
+EXIT_CONFIG = 2  # configuration that validation can see
