@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streamstop.core.batcher import Batch, Batcher
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -18,6 +21,13 @@ class Ref:
     partition: int
 
 
+def waiting(batch: Batch[T]) -> list[tuple[str, list[T]]]:
+    """Every uuid of the batch with records still waiting for it, in request order."""
+    return [
+        (uuid, list(batch.records_for(uuid))) for uuid in batch.uuids if batch.records_for(uuid)
+    ]
+
+
 def test_a_batch_is_handed_back_when_it_reaches_max_size() -> None:
     batcher: Batcher[int] = Batcher(max_size=2, max_wait_s=1.0)
     assert batcher.add("a", 1, now=10.0) is None
@@ -25,9 +35,8 @@ def test_a_batch_is_handed_back_when_it_reaches_max_size() -> None:
     full = batcher.add("b", 3, now=10.2)
     assert full is not None
     assert full.uuids == ["a", "b"]
-    assert [(uuid, list(refs)) for uuid, refs in full.waiting()] == [("a", [1, 2]), ("b", [3])]
-    assert (full.opened_at, full.records) == (10.0, 3)
-    assert len(batcher) == 0
+    assert waiting(full) == [("a", [1, 2]), ("b", [3])]
+    assert (full.opened_at, full.record_count) == (10.0, 3)
     assert batcher.deadline() is None
     assert batcher.flush() is None
 
@@ -47,22 +56,19 @@ def test_a_batch_is_due_max_wait_after_its_first_record() -> None:
     assert batcher.deadline() == 11.5
 
 
-def test_drop_removes_records_and_uuids_nobody_waits_for() -> None:
+def test_removing_a_partitions_records_orphans_uuids_nobody_waits_for() -> None:
     batcher: Batcher[Ref] = Batcher(max_size=10, max_wait_s=1.0)
-    refs = [Ref(0, "a", 0), Ref(1, "b", 1), Ref(2, "a", 1), Ref(3, "c", 0)]
+    refs = [Ref(0, "a", 0), Ref(1, "b", 1), Ref(2, "a", 1), Ref(3, "c", 0), Ref(4, "d", 1)]
     for ref in refs:
         batcher.add(ref.uuid, ref, now=float(ref.seq))
-    removed = batcher.drop(lambda ref: ref.partition == 1)
-    assert sorted(removed, key=lambda ref: ref.seq) == [refs[1], refs[2]]
-    assert len(batcher) == 2
     batch = batcher.flush()
     assert batch is not None
-    assert batch.uuids == ["a", "c"]
-    assert [(uuid, list(waiting)) for uuid, waiting in batch.waiting()] == [
-        ("a", [refs[0]]),
-        ("c", [refs[3]]),
-    ]
-    assert batch.opened_at == 0.0
+    removed, orphaned = batch.remove_records(lambda ref: ref.partition == 1)
+    assert (removed, orphaned) == (3, ["b", "d"])
+    assert batch.record_count == 2
+    assert waiting(batch) == [("a", [refs[0]]), ("c", [refs[3]])]
+    assert batch.uuids == ["a", "b", "c", "d"]  # the request's uuids, unchanged
+    assert batch.remove_records(lambda ref: ref.partition == 1) == (0, [])
 
 
 def test_released_uuids_have_no_records_left() -> None:
@@ -71,21 +77,15 @@ def test_released_uuids_have_no_records_left() -> None:
         batcher.add(uuid, ref, now=0.0)
     batch = batcher.flush()
     assert batch is not None
-    assert list(batch.refs("a")) == [0, 2, 3]
-    assert list(batch.refs("b")) == [1]
+    assert list(batch.records_for("a")) == [0, 2, 3]
+    assert list(batch.records_for("b")) == [1]
     batch.release("a")
-    assert list(batch.refs("a")) == []
-    assert [uuid for uuid, _ in batch.waiting()] == ["b"]
+    assert list(batch.records_for("a")) == []
+    assert waiting(batch) == [("b", [1])]
+    assert batch.record_count == 1
+    batch.release("a")  # twice: nothing more to forget
+    assert batch.record_count == 1
     assert batch.uuids == ["a", "b"]  # the request's uuids, unchanged
-
-
-def test_dropping_everything_leaves_nothing_due() -> None:
-    batcher: Batcher[int] = Batcher(max_size=10, max_wait_s=1.0)
-    batcher.add("a", 1, now=0.0)
-    assert batcher.drop(lambda _: True) == [1]
-    assert batcher.deadline() is None
-    assert batcher.take_due(5.0) is None
-    assert batcher.drop(lambda _: True) == []
 
 
 def on_partition(partition: int) -> Callable[[Ref], bool]:
@@ -96,7 +96,7 @@ operations = st.lists(
     st.one_of(
         st.tuples(st.just("add"), st.integers(0, 12), st.integers(0, 2)),
         st.tuples(st.just("wait"), st.floats(0.0, 0.3), st.just(0)),
-        st.tuples(st.just("drop"), st.integers(0, 2), st.just(0)),
+        st.tuples(st.just("flush"), st.just(0.0), st.just(0)),
     ),
     max_size=80,
 )
@@ -134,11 +134,9 @@ def test_batches_keep_every_bound_and_lose_nothing(
                 assert now >= due.opened_at + max_wait_s
             emitted(due)
         else:
-            out.extend(batcher.drop(on_partition(int(arg))))
-            if len(batcher) == 0:
-                first_record_at = None
+            emitted(batcher.flush())
         deadline = batcher.deadline()
-        assert (deadline is None) == (len(batcher) == 0)
+        assert (deadline is None) == (first_record_at is None)
         if deadline is not None:
             # Never later than max_wait after the oldest record still buffered.
             assert first_record_at is not None
@@ -150,13 +148,15 @@ def test_batches_keep_every_bound_and_lose_nothing(
     for batch in batches:
         assert 1 <= len(batch.uuids) <= max_size
         assert len(set(batch.uuids)) == len(batch.uuids)
-        waiting = dict(batch.waiting())
-        assert list(waiting) == batch.uuids
-        assert all(waiting.values())
-        assert batch.records == sum(len(refs) for refs in waiting.values())
-        for uuid, refs in waiting.items():
+        held = dict(waiting(batch))
+        assert list(held) == batch.uuids
+        assert batch.record_count == sum(len(refs) for refs in held.values())
+        for uuid, refs in held.items():
             assert all(ref.uuid == uuid for ref in refs)
-            assert list(refs) == sorted(refs, key=lambda ref: ref.seq)
-            assert list(batch.refs(uuid)) == list(refs)
-        out.extend(ref for refs in waiting.values() for ref in refs)
+            assert refs == sorted(refs, key=lambda ref: ref.seq)
+        gone = on_partition(batch.uuids.__len__() % 3)
+        removed, orphaned = batch.remove_records(gone)
+        assert removed == sum(1 for refs in held.values() for ref in refs if gone(ref))
+        assert orphaned == [u for u, refs in held.items() if all(gone(ref) for ref in refs)]
+        out.extend(ref for refs in held.values() for ref in refs)
     assert sorted(out, key=lambda ref: ref.seq) == added

@@ -157,3 +157,25 @@ def test_long_runs_finish_in_any_order_and_repeats_are_refused(
         assert tracker.commit_point() == (expected if expected > offsets[0] else None)
         assert tracker.pending == len(unfinished)
         assert tracker.window == sum(1 for o in offsets if o >= expected)
+
+
+def test_a_skip_past_deleted_records_is_committed_once_the_rest_is_done() -> None:
+    tracker = OffsetTracker()
+    tracker.add(10)
+    tracker.add(11)
+    tracker.mark_committed(10)
+    tracker.skip_to(500)  # 12..499 were deleted by retention before they were read
+    assert tracker.commit_point() is None  # 10 is not done yet
+    tracker.done(10)
+    tracker.done(11)
+    assert tracker.commit_point() == 500
+    tracker.add(500)
+    assert tracker.commit_point() == 500
+
+
+def test_a_skip_on_a_partition_nothing_was_read_from_yet() -> None:
+    tracker = OffsetTracker()
+    tracker.skip_to(42)
+    assert tracker.commit_point() == 42
+    tracker.skip_to(7)  # never backwards
+    assert tracker.commit_point() == 42

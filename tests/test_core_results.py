@@ -9,7 +9,7 @@ import orjson
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streamstop.core.results import Status, build_result, format_timestamp
+from streamstop.core.results import Resolution, Status, build_result, format_timestamp
 
 FIELDS = [
     "schemaVersion",
@@ -30,15 +30,12 @@ TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z")
 def test_a_stopped_result_carries_every_field() -> None:
     value = build_result(
         uuid="2a28d557-22a1-4be6-8908-1481723043dd",
-        status=Status.STOPPED,
-        code=200,
-        error=None,
+        resolution=Resolution(Status.STOPPED, 200, None, 2),
         request_id="req-1",
         topic="message-cancel-requests",
         partition=3,
         offset=42,
         batch_id="b-7",
-        attempts=2,
         received_at=format_timestamp(1_767_323_045.678),
         completed_at=format_timestamp(1_767_323_046.5),
     )
@@ -60,15 +57,12 @@ def test_a_stopped_result_carries_every_field() -> None:
 def test_an_invalid_result_keeps_its_nulls() -> None:
     value = build_result(
         uuid=None,
-        status=Status.INVALID,
-        code=None,
-        error="not UTF-8",
+        resolution=Resolution(Status.INVALID, None, "not UTF-8", 0),
         request_id=None,
         topic="in",
         partition=0,
         offset=0,
         batch_id=None,
-        attempts=0,
         received_at=format_timestamp(0.0),
         completed_at=format_timestamp(0.0),
     )
@@ -99,15 +93,12 @@ def test_every_field_is_always_present(
 ) -> None:
     value = build_result(
         uuid=uuid,
-        status=status,
-        code=code,
-        error=error,
+        resolution=Resolution(status, code, error, 1),
         request_id=request_id,
         topic="in",
         partition=1,
         offset=9,
         batch_id=batch_id,
-        attempts=1,
         received_at=format_timestamp(received_at),
         completed_at=format_timestamp(received_at + 0.25),
     )
@@ -154,15 +145,12 @@ def test_a_result_held_in_memory_costs_about_its_size() -> None:
         held = [
             build_result(
                 uuid="2a28d557-22a1-4be6-8908-1481723043dd",
-                status=Status.STOPPED,
-                code=200,
-                error=None,
+                resolution=Resolution(Status.STOPPED, 200, None, 1),
                 request_id=f"r{i}",
                 topic="in",
                 partition=1,
                 offset=i,
                 batch_id="b",
-                attempts=1,
                 received_at=format_timestamp(1.0),
                 completed_at=format_timestamp(2.0),
             )

@@ -11,7 +11,7 @@ largest object per pending record.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar, cast
 
 T = TypeVar("T")
@@ -27,17 +27,17 @@ class _Several(list[T]):
 class Batch(Generic[T]):
     """One request's worth of uuids and the records waiting for each."""
 
-    __slots__ = ("_waiters", "opened_at", "records", "uuids")
+    __slots__ = ("_records", "opened_at", "record_count", "uuids")
 
     def __init__(self, opened_at: float = 0.0) -> None:
         self.uuids: list[str] = []  # distinct, in the order they came in
-        self._waiters: dict[str, T | _Several[T]] = {}
+        self._records: dict[str, T | _Several[T]] = {}
         self.opened_at = opened_at
-        self.records = 0
+        self.record_count = 0  # records waiting (added, not released nor removed)
 
-    def refs(self, uuid: str) -> Sequence[T]:
+    def records_for(self, uuid: str) -> Sequence[T]:
         """The records waiting for `uuid`, oldest first (none once released)."""
-        held = self._waiters.get(uuid, _NONE)
+        held = self._records.get(uuid, _NONE)
         if held is _NONE:
             return ()
         if type(held) is _Several:
@@ -46,27 +46,44 @@ class Batch(Generic[T]):
 
     def release(self, uuid: str) -> None:
         """Forget the records waiting for `uuid` (their results are out)."""
-        self._waiters.pop(uuid, None)
+        held = self._records.pop(uuid, _NONE)
+        if held is not _NONE:
+            self.record_count -= len(held) if type(held) is _Several else 1
 
-    def waiting(self) -> Iterator[tuple[str, Sequence[T]]]:
-        """Every uuid not released, with its records."""
-        for uuid in self._waiters:
-            yield uuid, self.refs(uuid)
-
-    def add(self, uuid: str, ref: T) -> bool:
+    def add(self, uuid: str, record: T) -> bool:
         """Add a record asking for `uuid`; True when the uuid is new to the batch."""
-        self.records += 1
-        waiters = self._waiters
-        held = waiters.get(uuid, _NONE)
+        self.record_count += 1
+        records = self._records
+        held = records.get(uuid, _NONE)
         if held is _NONE:
-            waiters[uuid] = ref
+            records[uuid] = record
             self.uuids.append(uuid)
             return True
         if type(held) is _Several:
-            held.append(ref)
+            held.append(record)
         else:
-            waiters[uuid] = _Several((held, ref))
+            records[uuid] = _Several((held, record))
         return False
+
+    def remove_records(self, predicate: Callable[[T], bool]) -> tuple[int, list[str]]:
+        """Remove the waiting records matching `predicate` (say, of a revoked partition).
+        Returns how many went, and the uuids no record waits for any more."""
+        removed = 0
+        orphaned: list[str] = []
+        records = self._records
+        for uuid in list(records):
+            waiting = self.records_for(uuid)
+            kept = [record for record in waiting if not predicate(record)]
+            if len(kept) == len(waiting):
+                continue
+            removed += len(waiting) - len(kept)
+            if not kept:
+                del records[uuid]
+                orphaned.append(uuid)
+            else:
+                records[uuid] = kept[0] if len(kept) == 1 else _Several(kept)
+        self.record_count -= removed
+        return removed, orphaned
 
 
 class Batcher(Generic[T]):
@@ -84,12 +101,12 @@ class Batcher(Generic[T]):
         self._max_wait_s = max_wait_s
         self._open: Batch[T] | None = None
 
-    def add(self, uuid: str, ref: T, now: float) -> Batch[T] | None:
+    def add(self, uuid: str, record: T, now: float) -> Batch[T] | None:
         """Add a record asking for `uuid`; returns the batch when it just became full."""
         batch = self._open
         if batch is None:
             batch = self._open = Batch(opened_at=now)
-        if not batch.add(uuid, ref) or len(batch.uuids) < self._max_size:
+        if not batch.add(uuid, record) or len(batch.uuids) < self._max_size:
             return None
         self._open = None
         return batch
@@ -112,26 +129,3 @@ class Batcher(Generic[T]):
         """When the open batch becomes due; None when nothing is buffered."""
         batch = self._open
         return None if batch is None else batch.opened_at + self._max_wait_s
-
-    def drop(self, predicate: Callable[[T], bool]) -> list[T]:
-        """Remove the buffered records matching `predicate` (say, of revoked partitions)
-        and the uuids no record waits for any more; returns the removed records."""
-        batch = self._open
-        if batch is None:
-            return []
-        removed: list[T] = []
-        kept: Batch[T] = Batch(batch.opened_at)  # the rest have waited that long
-        for uuid, refs in batch.waiting():
-            for ref in refs:
-                if predicate(ref):
-                    removed.append(ref)
-                else:
-                    kept.add(uuid, ref)
-        if removed:
-            self._open = kept if kept.records else None
-        return removed
-
-    def __len__(self) -> int:
-        """Records buffered in the open batch."""
-        batch = self._open
-        return 0 if batch is None else batch.records

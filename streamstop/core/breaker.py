@@ -55,10 +55,6 @@ class RejectionBreaker:
         """`batch` is resolved: drop its run."""
         self._runs.pop(batch, None)
 
-    def run(self, batch: str) -> int:
-        """Consecutive rejections of `batch` so far."""
-        return self._runs.get(batch, 0)
-
     @property
     def open(self) -> bool:
         """True when rejections must be treated as a configuration error."""

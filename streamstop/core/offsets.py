@@ -62,6 +62,14 @@ class OffsetTracker:
         else:
             self._head = head
 
+    def skip_to(self, offset: int) -> None:
+        """Records below `offset` no longer exist (deleted before they were consumed):
+        once the records taken in are done, the commit point moves to `offset`, past
+        the gap, even when no record after it was consumed yet."""
+        last = self._last
+        if last is None or offset > last + 1:
+            self._last = offset - 1
+
     def _index(self, offset: int) -> int | None:
         """Where `offset` is among the records not known done, or None."""
         offsets = self._offsets

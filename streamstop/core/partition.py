@@ -13,11 +13,6 @@ from murmurhash2 import murmurhash2
 _SEED = 0x9747B28C
 
 
-def murmur2(data: bytes) -> int:
-    """Kafka's murmur2 of `data`, as an unsigned 32-bit integer."""
-    return murmurhash2(data, _SEED)
-
-
 def partition_for_key(key: bytes, partitions: int) -> int:
     """The partition the Java client's default partitioner picks for `key`."""
     return (murmurhash2(key, _SEED) & 0x7FFFFFFF) % partitions

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import time
+from dataclasses import dataclass
 from functools import lru_cache
 
 import orjson
@@ -41,18 +42,25 @@ def _second_prefix(seconds: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
 
 
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    """The final answer for one record's uuid: what its result says."""
+
+    status: Status
+    code: int | None
+    error: str | None
+    attempts: int
+
+
 def build_result(
     *,
     uuid: str | None,
-    status: Status,
-    code: int | None,
-    error: str | None,
+    resolution: Resolution,
     request_id: str | None,
     topic: str,
     partition: int,
     offset: int,
     batch_id: str | None,
-    attempts: int,
     received_at: str,
     completed_at: str,
 ) -> bytes:
@@ -67,13 +75,13 @@ def build_result(
                 {
                     "schemaVersion": SCHEMA_VERSION,
                     "messageUuid": uuid,
-                    "status": status,
-                    "code": code,
-                    "error": error,
+                    "status": resolution.status,
+                    "code": resolution.code,
+                    "error": resolution.error,
                     "requestId": request_id,
                     "source": {"topic": topic, "partition": partition, "offset": offset},
                     "batchId": batch_id,
-                    "attempts": attempts,
+                    "attempts": resolution.attempts,
                     "receivedAt": received_at,
                     "completedAt": completed_at,
                 }
