@@ -14,7 +14,9 @@
 # production clusters, so a missing topic shows up in tests too.
 #
 # Environment: STREAMSTOP_CACHE (default ~/.cache/streamstop), JAVA_HOME (else java on
-# PATH), KAFKA_START_TIMEOUT_S (default 60). Only `up` and `bootstrap` write to stdout.
+# PATH), KAFKA_START_TIMEOUT_S (default 60), KAFKA_EXTRA_PROPERTIES (lines added to the
+# broker's server.properties by the first `up` in a DIR, e.g. to turn topic
+# auto-creation on). Only `up` and `bootstrap` write to stdout.
 set -euo pipefail
 
 readonly KAFKA_VERSION=4.1.1
@@ -114,11 +116,15 @@ share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
 # Lets tests use short session timeouts, so a killed consumer leaves its group quickly.
 group.min.session.timeout.ms=1000
+# Retention is enforced within a second of a record's expiry (tests of a hold longer
+# than the input topic's retention use topics with a tiny retention.ms).
+log.retention.check.interval.ms=1000
 # Two cores: few threads.
 num.network.threads=2
 num.io.threads=2
 background.threads=2
 num.recovery.threads.per.data.dir=1
+${KAFKA_EXTRA_PROPERTIES:-}
 EOF
     echo "127.0.0.1:$port" >"$dir/bootstrap"
 }

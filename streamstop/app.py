@@ -1,41 +1,62 @@
 """`streamstop run`: start in dependency order, stop in reverse, every step bounded.
 
-Start: logging → metrics/health server → HTTP client → producer → consumer → pipeline
-tasks. Stop (SIGTERM/SIGINT): stop fetching → drain and commit → leave the group →
-flush the producer → close HTTP → stop the health server. A second signal exits at once.
+Start: logging → metrics/health server → HTTP client → Kafka (reachable, topics checked)
+→ producer → consumer → pipeline tasks. Each component's close is registered right after
+it starts, so a partial start cleans up what it started, and shutdown closes in reverse:
+stop fetching → drain and commit → leave the group → flush the producer → close the admin
+client and HTTP → stop the health server, within `lifecycle.shutdown_timeout_s`.
+
+Kafka being unreachable, a topic missing, or Kafka refusing us is a hold, not an exit: not
+ready, one line when it starts and at most every 30 s, recovery without a restart. A
+signal is acted on within a second at every stage; a second one exits at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import os
 import signal
+import ssl
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
+from aiokafka.errors import KafkaError
 
 from streamstop import __version__, logs
+from streamstop.cluster import TopicConfig, TopicLimits, TopicMissing, describe_topics
+from streamstop.committer import Committer, commit_budget
 from streamstop.config import ConfigError, Settings
+from streamstop.core.resolution import RetryPolicy
 from streamstop.exitcodes import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK
 from streamstop.health import HealthServer
-from streamstop.kafkaclients import make_consumer, make_producer
+from streamstop.kafkaclients import make_admin, make_consumer, make_producer
+from streamstop.lag import LagMonitor
 from streamstop.metrics import Metrics
+from streamstop.partitions import Assignment
 from streamstop.pipeline import Pipeline
 from streamstop.publisher import Publisher
+from streamstop.rebalance import RebalanceListener
 from streamstop.stopclient import StopClient
-from streamstop.stopper import RetryPolicy, Stopper
+from streamstop.stopper import Stopper
+from streamstop.writer import ResultWriter
 
 log = structlog.get_logger("streamstop.app")
 
-STEP_TIMEOUT_S = 10.0
+T = TypeVar("T")
+STEP_TIMEOUT_S = 30.0
 CLOSE_BUDGET_S = 5.0
 MIN_CLOSE_STEP_S = 0.5
+HOLD_RETRY_S = (1.0, 10.0)
+HOLD_LOG_EVERY_S = 30.0
 # A stuck event loop or consume loop for this long (beyond a revoke drain) fails /livez.
 LIVENESS_GRACE_S = 60.0
+# Errors that mean "Kafka cannot be used as configured right now": a hold.
+_KAFKA_UNAVAILABLE = (KafkaError, TopicMissing, OSError, ssl.SSLError, TimeoutError)
 
 
 def run(settings: Settings) -> int:
@@ -45,15 +66,19 @@ def run(settings: Settings) -> int:
         logs.register_secret(settings.api_token())
         logs.register_secret(settings.sasl_password_value())
     except ConfigError as exc:
-        for problem in exc.problems:
-            log.error("config_error", problem=problem)
-        return EXIT_CONFIG
+        return _config_error(exc)
     _warn_without_c_extensions()
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a Linux dependency
         return asyncio.run(Daemon(settings).main())
     return uvloop.run(Daemon(settings).main())
+
+
+def _config_error(exc: ConfigError) -> int:
+    for problem in exc.problems:
+        log.error("config_error", problem=problem)
+    return EXIT_CONFIG
 
 
 def _warn_without_c_extensions() -> None:
@@ -66,6 +91,10 @@ def _warn_without_c_extensions() -> None:
         )
 
 
+class _Stopped(Exception):
+    """A signal arrived while starting up."""
+
+
 class Daemon:
     """One running instance: owns every component and its lifecycle."""
 
@@ -74,13 +103,38 @@ class Daemon:
         self.metrics = Metrics()
         self._stop = asyncio.Event()
         self._signals = 0
+        self._close_until: float | None = None  # the shutdown budget, once it runs
+        self._hold: str | None = "starting"
+        self._hold_logged = float("-inf")
+        self._ready: Callable[[], str | None] = lambda: self._hold
+        self._live: Callable[[], str | None] = lambda: None
 
     async def main(self) -> int:
-        settings = self.settings
         loop = asyncio.get_running_loop()
         loop.set_exception_handler(_log_loop_exception)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_signal, sig)
+        try:
+            async with contextlib.AsyncExitStack() as stack:
+                return await self._run(stack)
+        except ConfigError as exc:
+            return _config_error(exc)
+        except _Stopped:
+            log.info("stopped", during="start-up")
+            return EXIT_OK
+
+    async def _run(self, stack: contextlib.AsyncExitStack) -> int:
+        settings = self.settings
+        kafka = settings.kafka
+        health = HealthServer(
+            settings.observability.http_port,
+            self.metrics,
+            live=lambda: self._live(),
+            ready=lambda: self._ready(),
+        )
+        await health.start()
+        self._closing(stack, health.stop)
+        log.info("http_listening", port=health.port, version=__version__)
 
         client = StopClient(
             settings.api.url,
@@ -89,11 +143,14 @@ class Daemon:
             ca_file=settings.api.ca_file,
             max_connections=settings.batch.max_in_flight,
         )
+        await client.start()
+        self._closing(stack, client.close)
         stopper = Stopper(
             client,
             max_in_flight=settings.batch.max_in_flight,
             max_batch_size=settings.batch.max_size,
             max_requests_per_second=settings.api.max_requests_per_second,
+            max_retry_after_s=settings.retry.max_retry_after_s,
             policy=RetryPolicy(
                 settings.retry.initial_backoff_ms,
                 settings.retry.max_backoff_ms,
@@ -101,49 +158,75 @@ class Daemon:
             ),
             metrics=self.metrics,
         )
-        producer = make_producer(settings)
-        consumer = make_consumer(settings)
-        publisher = Publisher(producer, give_up_s=120.0)
-        pipeline = Pipeline(settings, consumer, publisher, stopper, self.metrics)
-        health = HealthServer(
-            settings.observability.http_port,
-            self.metrics,
-            live=lambda: self._liveness(pipeline, tasks),
-            ready=lambda: self._readiness(pipeline, stopper),
-        )
-        tasks: list[asyncio.Task[None]] = []
 
-        await health.start()
-        log.info("http_listening", port=health.port, version=__version__)
-        await client.start()
-        try:
-            await asyncio.wait_for(producer.start(), STEP_TIMEOUT_S * 6)
-            outputs = [settings.kafka.output_topic, settings.kafka.dlq_topic]
-            await asyncio.wait_for(
-                publisher.prepare(topic for topic in outputs if topic), STEP_TIMEOUT_S * 6
-            )
-            consumer.subscribe([settings.kafka.input_topic], listener=pipeline)
-            await asyncio.wait_for(consumer.start(), STEP_TIMEOUT_S * 6)
-        except Exception as exc:  # any start failure ends the same way
-            log.error("kafka_start_failed", error=repr(exc))
-            await self._close(consumer.stop, producer.stop, client.close, health.stop)
-            return EXIT_FAILURE
-        # Everything built so far (modules, clients, settings) lives as long as the
-        # process: move it out of the collector's sight, so full collections only walk
-        # objects made since. Full collections over the start-up heap took ~50 ms each,
-        # a pause every in-flight record paid for.
-        gc.collect()  # start-up garbage goes now, not into the frozen generation
-        gc.freeze()
+        admin = make_admin(settings)
+        await self._until_usable(admin.start, "connecting to Kafka")
+        self._closing(stack, admin.close)
+        outputs = [topic for topic in (kafka.output_topic, kafka.dlq_topic) if topic]
+        configs = await self._until_usable(
+            lambda: describe_topics(admin, [kafka.input_topic, *outputs]), "checking topics"
+        )
+        _refuse_compacted(configs, settings)
+
+        publisher = Publisher(
+            lambda: make_producer(settings),
+            TopicLimits(admin, {topic: configs[topic] for topic in outputs}),
+            self.metrics,
+        )
+        await self._until_usable(publisher.start, "starting the producer")
+        self._closing(stack, publisher.stop)
+        consumer = await self._until_usable(self._start_consumer, "joining the consumer group")
+        self._closing(stack, consumer.stop)  # leaves the group
+
+        assignment = Assignment()
+        writer = ResultWriter(
+            publisher,
+            assignment,
+            self.metrics,
+            output_topic=kafka.output_topic,
+            dlq_topic=kafka.dlq_topic,
+        )
+        pipeline = Pipeline(settings, consumer, assignment, stopper, writer, self.metrics)
+        committer = Committer(consumer, assignment, self.metrics)
+        listener = RebalanceListener(
+            consumer,
+            assignment,
+            committer,
+            self.metrics,
+            drain=pipeline.drain,
+            position=pipeline.position,
+            revoke_timeout_s=settings.lifecycle.revoke_timeout_s,
+        )
+        consumer.subscribe([kafka.input_topic], listener=listener)
         tasks = [
             asyncio.create_task(pipeline.consume(), name="consume"),
-            asyncio.create_task(pipeline.commit_periodically(), name="commit"),
+            asyncio.create_task(committer.run(), name="commit"),
+            asyncio.create_task(LagMonitor(consumer, assignment, self.metrics).run(), name="lag"),
         ]
+        self._live = lambda: self._liveness(pipeline, tasks)
+        self._ready = lambda: _readiness(assignment, pipeline, publisher, stopper)
+        # Everything built so far lives as long as the process: move it out of the
+        # collector's sight, so full collections only walk objects made since (full
+        # collections over the start-up heap took ~50 ms each, paid by every record).
+        gc.collect()
+        gc.freeze()
         log.info(
             "started",
-            input_topic=settings.kafka.input_topic,
-            output_topic=settings.kafka.output_topic,
-            group_id=settings.kafka.group_id,
+            input_topic=kafka.input_topic,
+            output_topic=kafka.output_topic,
+            group_id=kafka.group_id,
         )
+        return await self._serve(pipeline, committer, assignment, tasks)
+
+    async def _serve(
+        self,
+        pipeline: Pipeline,
+        committer: Committer,
+        assignment: Assignment,
+        tasks: list[asyncio.Task[None]],
+    ) -> int:
+        """Run until a signal or a fatal error, then drain, commit and stop the tasks;
+        the exit stack closes the rest."""
         failed = asyncio.create_task(pipeline.failed.wait())
         stopped = asyncio.create_task(self._stop.wait())
         await asyncio.wait([failed, stopped, *tasks], return_when=asyncio.FIRST_COMPLETED)
@@ -154,51 +237,114 @@ class Daemon:
                 pipeline.fatal = pipeline.fatal or task.exception()
 
         began = time.monotonic()
-        deadline = began + max(0.0, settings.lifecycle.shutdown_timeout_s - CLOSE_BUDGET_S)
+        budget = self.settings.lifecycle.shutdown_timeout_s
+        self._close_until = began + budget
+        deadline = began + max(0.0, budget - CLOSE_BUDGET_S)
         drained = False
         if pipeline.fatal is None:
-            log.info("shutting_down", pending=pipeline.uncommitted())
+            log.info("shutting_down", pending=assignment.uncommitted())
             drained = await pipeline.drain_all(deadline)
+            await committer.commit(timeout_s=commit_budget(deadline))
         else:
-            pipeline.stop_consuming()
-        tasks[0].cancel()
-        tasks[1].cancel()
+            pipeline.begin_shutdown()
+        for task in tasks:
+            task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await pipeline.cancel_tasks()
-        end = began + settings.lifecycle.shutdown_timeout_s
-        await self._close(consumer.stop, producer.stop, client.close, health.stop, until=end)
         if pipeline.fatal is not None:
             log.error("stopped_after_fatal_error", error=repr(pipeline.fatal))
             return EXIT_FAILURE
         log.info(
             "stopped",
             drained=drained,
-            left_uncommitted=pipeline.uncommitted(),
+            left_uncommitted=assignment.uncommitted(),
             duration_ms=round((time.monotonic() - began) * 1000),
         )
         return EXIT_OK
 
-    async def _close(
-        self, *steps: Callable[[], Awaitable[Any]], until: float | None = None
-    ) -> None:
-        """Run close steps in order, each bounded, all of them by `until` when given (the
-        shutdown budget; each step still gets a moment); a failing step does not stop
-        the rest."""
-        for step in steps:
-            budget = CLOSE_BUDGET_S
-            if until is not None:
-                budget = min(budget, max(MIN_CLOSE_STEP_S, until - time.monotonic()))
+    async def _start_consumer(self) -> Any:
+        """A started consumer; a fresh one per attempt (a failed start leaves its state)."""
+        consumer = make_consumer(self.settings)
+        try:
+            await consumer.start()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(consumer.stop(), CLOSE_BUDGET_S)
+            raise
+        return consumer
+
+    async def _until_usable(self, attempt: Callable[[], Awaitable[T]], stage: str) -> T:
+        """`attempt()`'s result once Kafka lets it succeed: meanwhile a hold (not ready,
+        one line at the start and every 30 s). Raises _Stopped on a signal."""
+        delay, max_delay = HOLD_RETRY_S
+        while True:
             try:
-                await asyncio.wait_for(step(), budget)
+                result = await self._unless_stopped(attempt())
+            except _KAFKA_UNAVAILABLE as exc:
+                self._held(stage, exc)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), delay)
+                if self._stop.is_set():
+                    raise _Stopped from None
+                delay = min(delay * 2, max_delay)
+                continue
+            if self._hold not in (None, "starting"):
+                log.info("kafka_available", stage=stage)
+            self._hold = "starting"
+            self.metrics.kafka_hold.set(0)
+            return result
+
+    async def _unless_stopped(self, step: Awaitable[T]) -> T:
+        """Await `step` (bounded), or give it up as soon as a signal arrives."""
+        task = asyncio.ensure_future(asyncio.wait_for(step, STEP_TIMEOUT_S))
+        stopped = asyncio.create_task(self._stop.wait())
+        try:
+            await asyncio.wait([task, stopped], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopped.cancel()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+            raise _Stopped
+        return task.result()
+
+    def _held(self, stage: str, exc: BaseException) -> None:
+        servers = self.settings.kafka.bootstrap_servers
+        if isinstance(exc, TopicMissing):
+            problem = f"{exc}: create it, or check kafka.*_topic"
+        else:
+            problem = f"{stage} at {servers} failed: {_describe(exc)}"
+        self._hold = problem
+        self.metrics.kafka_hold.set(1)
+        now = time.monotonic()
+        if now - self._hold_logged >= HOLD_LOG_EVERY_S:
+            self._hold_logged = now
+            log.error("kafka_unavailable", problem=problem, retrying=True)
+
+    def _closing(
+        self, stack: contextlib.AsyncExitStack, close: Callable[[], Awaitable[Any]]
+    ) -> None:
+        """Register a close step, bounded, run in reverse order of registration; a
+        failing step does not stop the others."""
+
+        async def bounded() -> None:
+            budget = CLOSE_BUDGET_S
+            if self._close_until is not None:
+                budget = min(budget, max(MIN_CLOSE_STEP_S, self._close_until - time.monotonic()))
+            try:
+                await asyncio.wait_for(close(), budget)
             except asyncio.CancelledError:
                 task = asyncio.current_task()
                 if task is not None and task.cancelling():
                     raise  # we are being cancelled ourselves
                 # aiokafka's consumer.stop() can raise the CancelledError of its own
                 # fetch task (cancelled in a retry sleep): that step failed, nothing more.
-                log.warning("close_failed", step=step.__qualname__, error="cancelled inside")
+                log.warning("close_failed", step=close.__qualname__, error="cancelled inside")
             except Exception as exc:
-                log.warning("close_failed", step=step.__qualname__, error=repr(exc))
+                log.warning("close_failed", step=close.__qualname__, error=repr(exc))
+
+        stack.push_async_callback(bounded)
 
     def _token(self) -> str:
         token = self.settings.api_token()
@@ -223,12 +369,40 @@ class Daemon:
             return f"consume loop stalled for {stalled:.0f}s"
         return None
 
-    def _readiness(self, pipeline: Pipeline, stopper: Stopper) -> str | None:
-        if stopper.config_error:
-            return "stop API configuration error"
-        if not pipeline.joined:
-            return "not a member of the consumer group"
-        return None
+
+def _readiness(
+    assignment: Assignment, pipeline: Pipeline, publisher: Publisher, stopper: Stopper
+) -> str | None:
+    if pipeline.kafka_problem is not None:
+        return pipeline.kafka_problem
+    if publisher.unauthorized is not None:
+        return f"Kafka refuses our writes: {publisher.unauthorized}"
+    if stopper.holding:
+        return "stop API configuration error"
+    if not assignment.joined:
+        return "not a member of the consumer group"
+    return None
+
+
+def _refuse_compacted(configs: dict[str, TopicConfig], settings: Settings) -> None:
+    """A compacted output topic would merge different records' results and refuse
+    `invalid` ones (null key); a compacted DLQ topic refuses null-key copies."""
+    problems = [
+        f"kafka.{key}: topic {topic!r} is compacted "
+        f"(cleanup.policy={configs[topic].cleanup_policy}); streamstop needs cleanup.policy=delete"
+        for key, topic in (
+            ("output_topic", settings.kafka.output_topic),
+            ("dlq_topic", settings.kafka.dlq_topic),
+        )
+        if topic and configs[topic].compacted
+    ]
+    if problems:
+        raise ConfigError(problems)
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text if type(exc).__name__ in text else f"{type(exc).__name__}: {text}"
 
 
 def _log_loop_exception(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from streamstop.config import ConfigError
 from streamstop.metrics import Metrics
 
 
@@ -36,10 +37,13 @@ class HealthServer:
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host="0.0.0.0", port=self._port)
-        await site.start()
-        sockets = getattr(site._server, "sockets", None)
-        if sockets:
-            self.port = int(sockets[0].getsockname()[1])
+        try:
+            await site.start()
+        except OSError as exc:
+            await self._runner.cleanup()
+            problem = f"observability.http_port: cannot listen on port {self._port}"
+            raise ConfigError([f"{problem}: {exc.strerror or type(exc).__name__}"]) from None
+        self.port = int(self._runner.addresses[0][1])
 
     async def stop(self) -> None:
         """Stop serving."""

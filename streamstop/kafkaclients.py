@@ -51,7 +51,10 @@ def make_consumer(settings: Settings) -> AIOKafkaConsumer:
         **connection_options(settings),
         group_id=settings.kafka.group_id,
         enable_auto_commit=False,
-        auto_offset_reset=settings.kafka.auto_offset_reset,
+        # The pipeline applies `kafka.auto_offset_reset` itself: a new group's start, and
+        # records deleted before they were committed (counted and alerted on, never a
+        # silent jump).
+        auto_offset_reset="none",
         # The group waits this long for members to finish revoking (draining).
         rebalance_timeout_ms=int((settings.lifecycle.revoke_timeout_s + 10) * 1000),
         max_poll_interval_ms=300_000,

@@ -78,6 +78,25 @@ class RepeatFilter(logging.Filter):
         return True
 
 
+# aiokafka logs these at error level, yet on a healthy start the group coordinator is not
+# known for a moment (a fresh cluster creates __consumer_offsets on the first group
+# request): they retry on their own, so they are information, not faults.
+_RETRIED_LOOKUPS = ("Group Coordinator Request failed", "FindCoordinator Request failed")
+
+
+class RetriedLookupFilter(logging.Filter):
+    """Downgrades aiokafka's retried coordinator lookups from error to info."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.ERROR or not str(record.msg).startswith(_RETRIED_LOOKUPS):
+            return True
+        error = record.args[0] if isinstance(record.args, tuple) and record.args else None
+        if not getattr(error, "retriable", False):
+            return True
+        record.levelno, record.levelname = logging.INFO, "INFO"
+        return logging.getLogger(record.name).isEnabledFor(logging.INFO)
+
+
 def configure(level: str = "info", fmt: str = "json") -> None:
     """Configure structlog and the standard library once, at start-up."""
     timestamper = structlog.processors.TimeStamper(fmt="iso", utc=True)
@@ -121,6 +140,7 @@ def configure(level: str = "info", fmt: str = "json") -> None:
     )
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(formatter)
+    handler.addFilter(RetriedLookupFilter())
     handler.addFilter(RepeatFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -86,13 +86,44 @@ class Metrics:
         self.pending = Gauge(
             "streamstop_pending_records", "Consumed records not yet committed.", registry=r
         )
+        self.batches_in_flight = Gauge(
+            "streamstop_batches_in_flight",
+            "Batches dispatched to the stop API and not finished.",
+            registry=r,
+        )
+        self.dropped_records = Counter(
+            "streamstop_dropped_records",
+            "Unfinished records of revoked partitions taken out of in-flight work at the "
+            "end of their revoke budget (left uncommitted for the new owner).",
+            registry=r,
+        )
         self.paused_partitions = Gauge(
             "streamstop_paused_partitions", "Partitions paused for backpressure.", registry=r
         )
         self.consumer_lag = Gauge(
             "streamstop_consumer_lag",
-            "High watermark minus committed offset.",
+            "Per assigned partition: end offset (polled, paused or not) minus the group's "
+            "committed offset (or, before the first commit, where the group started).",
             ["topic", "partition"],
+            registry=r,
+        )
+        self.committed_offset = Gauge(
+            "streamstop_committed_offset",
+            "Per assigned partition: the group's committed offset (or where it started).",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.offset_resets = Counter(
+            "streamstop_offset_resets",
+            "Partitions whose position was reset because the records at it no longer "
+            "exist (deleted by retention before they were committed).",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.kafka_hold = Gauge(
+            "streamstop_kafka_hold",
+            "1 while Kafka cannot be used as configured (unreachable, a topic missing, "
+            "authentication or authorization refused): the daemon waits, not ready.",
             registry=r,
         )
         self.config_error = Gauge(
@@ -107,9 +138,11 @@ class Metrics:
         self.build_info.labels(version=__version__).set(1)
 
     def forget_partition(self, topic: str, partition: int) -> None:
-        """Drop per-partition series of a partition this instance no longer owns."""
-        with contextlib.suppress(KeyError):
-            self.consumer_lag.remove(topic, str(partition))
+        """Drop per-partition series of a partition this instance no longer owns (its
+        new owner exports them)."""
+        for gauge in (self.consumer_lag, self.committed_offset):
+            with contextlib.suppress(KeyError):
+                gauge.remove(topic, str(partition))
 
     def render(self) -> bytes:
         """The Prometheus text exposition of this registry."""

@@ -1,7 +1,14 @@
-"""Publishing results and DLQ copies: send a whole group, then wait for every ack.
+"""Publishing results and DLQ copies to Kafka: every message acknowledged, or abandoned
+with its revoked partition; never one that Kafka would refuse.
 
-A group is acknowledged as a whole or not at all; sends that fail are retried until
-`give_up_s`, then `PublishError` tells the daemon to stop without committing them.
+Messages go out as record batches built here, one partition at a time, each sized to its
+topic's effective `max.message.bytes` (`send_batch` and `create_batch` would size them by
+the producer-wide limit), and a record that would not fit is cut first (`core/fit.py`).
+Failures are retried for as long as they last: a produce outage, even an authorization
+error, is a hold (readiness false for authorization), never an exit. If Kafka refuses a
+batch as too large anyway (the limit was lowered at runtime), the limit is read again and
+the producer replaced: aiokafka's idempotent producer cannot recover the partition's
+sequence numbers after such a refusal.
 """
 
 from __future__ import annotations
@@ -9,149 +16,245 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, NamedTuple
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, NamedTuple, Protocol
 
 import structlog
-from aiokafka.errors import KafkaError, KafkaTimeoutError
+from aiokafka.errors import (
+    ClusterAuthorizationFailedError,
+    KafkaError,
+    KafkaTimeoutError,
+    MessageSizeTooLargeError,
+    OutOfOrderSequenceNumber,
+    RecordListTooLargeError,
+    TopicAuthorizationFailedError,
+    TransactionalIdAuthorizationFailed,
+)
+from aiokafka.producer.message_accumulator import BatchBuilder
 
+from streamstop.core.fit import Kind, fit, record_size
 from streamstop.core.partition import partition_for_key
+from streamstop.metrics import Metrics
 
 log = structlog.get_logger("streamstop.publisher")
 
 RETRY_PAUSE_S = (0.2, 5.0)
 ENQUEUE_TIMEOUT_S = 30.0
+# Acks are awaited in turns of this length, to notice messages whose partition is gone.
+ACK_TURN_S = 1.0
+LOG_EVERY_S = 30.0
+MAX_BATCH_BYTES = 256 * 1024
+_REFUSED_TOO_LARGE = (MessageSizeTooLargeError, RecordListTooLargeError)
+_BROKEN_SEQUENCE = (*_REFUSED_TOO_LARGE, OutOfOrderSequenceNumber)
+_UNAUTHORIZED = (
+    TopicAuthorizationFailedError,
+    ClusterAuthorizationFailedError,
+    TransactionalIdAuthorizationFailed,
+)
+
+
+class Owner(Protocol):
+    """The input partition a message belongs to."""
+
+    @property
+    def revoked(self) -> bool: ...
 
 
 class OutMessage(NamedTuple):
-    """One message to produce."""
+    """One message to produce, for a record of `owner` (None: belongs to no partition)."""
 
     topic: str
     key: bytes | None
-    value: bytes
+    value: bytes | None
     headers: Sequence[tuple[str, bytes]]
+    kind: Kind
+    owner: Owner | None
 
 
-class PublishError(Exception):
-    """Kafka did not acknowledge a message within the give-up budget."""
+class Limits(Protocol):
+    """Each topic's effective `max.message.bytes`."""
+
+    def max_message_bytes(self, topic: str) -> int: ...
+
+    async def refresh(self, topic: str) -> None: ...
+
+
+Sent = tuple[list[OutMessage], "asyncio.Future[Any]"]
+Failed = list[tuple[OutMessage, BaseException]]
 
 
 class Publisher:
-    """Sends messages through one idempotent producer (acks=all)."""
+    """Sends messages through one idempotent producer (acks=all), replaced when Kafka
+    leaves it unable to go on."""
 
-    def __init__(self, producer: Any, give_up_s: float) -> None:
-        self._producer = producer
-        self._give_up_s = give_up_s
-        self._partitions: dict[str, int] = {}
+    def __init__(self, make_producer: Callable[[], Any], limits: Limits, metrics: Metrics) -> None:
+        self._make_producer = make_producer
+        self._producer: Any = None
+        self._limits = limits
+        self._metrics = metrics
         self._round_robin = 0
+        self._replacing: asyncio.Task[None] | None = None
+        self.unauthorized: str | None = None  # why Kafka refuses us, while it does
 
-    async def prepare(self, topics: Iterable[str]) -> None:
-        """Learn each topic's partitions before the first result is due: a missing output
-        topic stops the daemon at start-up with its name, and the first batch does not
-        pay for the metadata round trip."""
-        for topic in topics:
-            try:
-                await self._partition_count(topic)
-            except KafkaError as exc:
-                raise PublishError(f"topic {topic!r} is not available: {exc!r}") from None
+    async def start(self) -> None:
+        """Start a new producer (a failed start leaves its state: never retry one)."""
+        producer = self._make_producer()
+        try:
+            await producer.start()
+        except BaseException:
+            await producer.stop()
+            raise
+        self._producer = producer
+
+    async def stop(self) -> None:
+        """Flush and stop the producer."""
+        if self._producer is not None:
+            await self._producer.stop()
 
     async def publish(self, messages: Sequence[OutMessage]) -> None:
-        """Return once Kafka acknowledged every message; raise PublishError otherwise."""
+        """Return once Kafka acknowledged every message whose owner is not revoked.
+        Retries for as long as it takes (shutdown cancels)."""
         todo = list(messages)
-        deadline = time.monotonic() + self._give_up_s
         attempt = 0
+        logged = float("-inf")
         while todo:
-            try:
-                # aiokafka's idempotent producer never expires a batch by itself: bound it.
-                failed = await asyncio.wait_for(
-                    self._send_all(todo), max(0.0, deadline - time.monotonic())
-                )
-            except TimeoutError:
-                raise PublishError(
-                    f"{len(todo)} messages not acknowledged within {self._give_up_s:.0f}s"
-                ) from None
-            if not failed:
-                return
+            failed = await self._send_all(todo)
+            todo = [message for message, _ in failed if not _abandoned(message)]
+            if not todo:
+                break
             attempt += 1
-            todo = [message for message, _ in failed]
             error = failed[0][1]
-            if time.monotonic() >= deadline:
-                raise PublishError(f"{len(todo)} messages not acknowledged: {error!r}")
-            log.warning("publish_retry", messages=len(todo), attempt=attempt, error=repr(error))
+            await self._after_failure(failed)
+            now = time.monotonic()
+            if now - logged >= LOG_EVERY_S:
+                logged = now
+                event = "publish_unauthorized" if self.unauthorized else "publish_retry"
+                level = log.error if self.unauthorized else log.warning
+                level(event, messages=len(todo), attempt=attempt, error=repr(error))
             low, high = RETRY_PAUSE_S
             await asyncio.sleep(random.uniform(low, min(high, low * 2**attempt)))
+        if self.unauthorized is not None:
+            self.unauthorized = None
+            log.info("publish_authorized")
 
-    async def _send_all(self, messages: list[OutMessage]) -> list[tuple[OutMessage, BaseException]]:
-        """Build one record batch per partition (no per-record `send()`), submit them all,
+    async def _after_failure(self, failed: Failed) -> None:
+        errors = [error for _, error in failed]
+        unauthorized = next((e for e in errors if isinstance(e, _UNAUTHORIZED)), None)
+        self.unauthorized = None if unauthorized is None else repr(unauthorized)
+        too_large = {m.topic for m, e in failed if isinstance(e, _REFUSED_TOO_LARGE)}
+        for topic in too_large:
+            await self._limits.refresh(topic)
+            log.warning(
+                "topic_limit_refreshed",
+                topic=topic,
+                max_message_bytes=self._limits.max_message_bytes(topic),
+            )
+        if any(isinstance(e, _BROKEN_SEQUENCE) for e in errors):
+            await self._replace_producer()
+
+    async def _replace_producer(self) -> None:
+        """A new producer (a new producer id): the old one's sequence for a partition is
+        broken once the broker refused a batch. One replacement at a time."""
+        if self._replacing is None or self._replacing.done():
+            self._replacing = asyncio.create_task(self._replace())
+        await asyncio.shield(self._replacing)
+
+    async def _replace(self) -> None:
+        old, self._producer = self._producer, self._make_producer()
+        log.warning("producer_replaced", reason="the broker refused a batch")
+        try:
+            await asyncio.wait_for(old.stop(), ENQUEUE_TIMEOUT_S)
+        except (KafkaError, TimeoutError) as exc:
+            log.warning("producer_stop_failed", error=repr(exc))
+        await self._producer.start()
+
+    async def _send_all(self, messages: list[OutMessage]) -> Failed:
+        """Build record batches per partition (no per-record `send()`), submit them all,
         then wait for every ack. Returns the messages that failed, with why."""
-        counts = {
-            topic: await self._partition_count(topic) for topic in {m.topic for m in messages}
-        }
+        producer = self._producer
         groups: dict[tuple[str, int], list[OutMessage]] = {}
+        failed: Failed = []
         for message in messages:
-            count = counts[message.topic]
+            try:
+                count = await self._partition_count(producer, message.topic)
+            except KafkaError as exc:
+                failed.append((message, exc))
+                continue
             if message.key is None:
                 self._round_robin += 1
                 partition = self._round_robin % count
             else:
                 partition = partition_for_key(message.key, count)
             groups.setdefault((message.topic, partition), []).append(message)
-        sent: list[tuple[list[OutMessage], asyncio.Future[Any]]] = []
-        failed: list[tuple[OutMessage, BaseException]] = []
+        sent: list[Sent] = []
         for (topic, partition), group in groups.items():
-            for chunk, batch in self._batches(group):
+            limit = self._limits.max_message_bytes(topic)
+            for chunk, batch in self._batches(group, limit):
                 try:
-                    future = await self._enqueue(batch, topic, partition)
+                    future = await self._enqueue(producer, batch, topic, partition)
                 except KafkaError as exc:
                     failed.extend((message, exc) for message in chunk)
                     continue
                 sent.append((chunk, future))
-        outcomes = await asyncio.gather(*(f for _, f in sent), return_exceptions=True)
-        for (chunk, _), outcome in zip(sent, outcomes, strict=True):
-            if isinstance(outcome, BaseException):
-                if not isinstance(outcome, KafkaError | asyncio.TimeoutError):
-                    raise outcome
-                failed.extend((message, outcome) for message in chunk)
+        return failed + await self._acks(sent)
+
+    async def _acks(self, sent: list[Sent]) -> Failed:
+        """Wait for the acks; messages of revoked partitions are not waited for."""
+        failed: Failed = []
+        waiting = {future: chunk for chunk, future in sent}
+        while waiting:
+            done, _ = await asyncio.wait(waiting, timeout=ACK_TURN_S)
+            for future in done:
+                chunk = waiting.pop(future)
+                error = future.exception()
+                if error is None:
+                    continue
+                if not isinstance(error, KafkaError | asyncio.TimeoutError):
+                    raise error
+                failed.extend((message, error) for message in chunk)
+            if all(_abandoned(m) for chunk in waiting.values() for m in chunk):
+                break  # aiokafka delivers them or not; nobody waits for them any more
         return failed
 
-    def _batches(self, group: list[OutMessage]) -> Iterator[tuple[list[OutMessage], Any]]:
-        """Split one partition's messages into record batches of the producer's size."""
-        batch = self._producer.create_batch()
-        start = 0
-        for index, message in enumerate(group):
+    def _batches(
+        self, group: list[OutMessage], limit: int
+    ) -> Iterator[tuple[list[OutMessage], BatchBuilder]]:
+        """Split one partition's messages into record batches of at most `limit` bytes;
+        a message that would not fit even alone is cut to fit first."""
+        size = min(limit, MAX_BATCH_BYTES)
+        batch = BatchBuilder(size, 0)
+        chunk: list[OutMessage] = []
+        for message in group:
+            headers = list(message.headers)
+            if record_size(message.key, message.value, headers) > limit:
+                message = fitted(message, limit)
+                headers = list(message.headers)
             if (
-                batch.append(
-                    timestamp=None,
-                    key=message.key,
-                    value=message.value,
-                    headers=list(message.headers),
-                )
+                batch.append(timestamp=None, key=message.key, value=message.value, headers=headers)
                 is None
             ):
-                # Full (and closed by aiokafka). The first record of a batch is always
-                # accepted, however large.
-                yield group[start:index], batch
-                batch = self._producer.create_batch()
-                start = index
-                batch.append(
-                    timestamp=None,
-                    key=message.key,
-                    value=message.value,
-                    headers=list(message.headers),
-                )
+                # Full (and closed by aiokafka): this message opens the next one. The
+                # first record of a batch is always taken, and it fits (checked above).
+                yield chunk, batch
+                batch, chunk = BatchBuilder(size, 0), []
+                batch.append(timestamp=None, key=message.key, value=message.value, headers=headers)
+            chunk.append(message)
         # Closed batches are sent at once: nothing else will be added to them, so
         # waiting out the producer's linger_ms would only add latency.
         batch.close()
-        yield group[start:], batch
+        if chunk:
+            yield chunk, batch
 
-    async def _enqueue(self, batch: Any, topic: str, partition: int) -> asyncio.Future[Any]:
+    async def _enqueue(
+        self, producer: Any, batch: BatchBuilder, topic: str, partition: int
+    ) -> asyncio.Future[Any]:
         """Queue a batch for its partition. aiokafka allows one queued batch per partition
         and its wait loop subtracts the elapsed time once per turn, so under contention it
         raises KafkaTimeoutError long before its timeout: keep waiting for our own."""
         deadline = time.monotonic() + ENQUEUE_TIMEOUT_S
         while True:
             try:
-                future: asyncio.Future[Any] = await self._producer.send_batch(
+                future: asyncio.Future[Any] = await producer.send_batch(
                     batch, topic, partition=partition
                 )
                 return future
@@ -159,9 +262,23 @@ class Publisher:
                 if time.monotonic() >= deadline:
                     raise
 
-    async def _partition_count(self, topic: str) -> int:
-        count = self._partitions.get(topic)
-        if count is None:
-            count = len(await self._producer.partitions_for(topic))
-            self._partitions[topic] = count
-        return count
+    @staticmethod
+    async def _partition_count(producer: Any, topic: str) -> int:
+        """The topic's partition count as the producer's metadata knows it now: a topic
+        recreated with fewer partitions is followed, not cached forever."""
+        known = producer.client.cluster.partitions_for_topic(topic)
+        if known:
+            return len(known)
+        return len(await producer.partitions_for(topic))
+
+
+def _abandoned(message: OutMessage) -> bool:
+    return message.owner is not None and message.owner.revoked
+
+
+def fitted(message: OutMessage, limit: int) -> OutMessage:
+    """`message` cut to fit in `limit` bytes (unchanged when it fits)."""
+    key, value, headers = fit(message.kind, message.key, message.value, message.headers, limit)
+    if headers is message.headers and value is message.value:
+        return message
+    return message._replace(key=key, value=value, headers=headers)

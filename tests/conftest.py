@@ -51,9 +51,11 @@ def make_topic(kafka_bootstrap: str) -> Iterator[MakeTopic]:
     """
     created: list[str] = []
 
-    def make(partitions: int = 6, name_prefix: str = "t") -> str:
+    def make(
+        partitions: int = 6, name_prefix: str = "t", configs: dict[str, str] | None = None
+    ) -> str:
         topic = unique_name(name_prefix)
-        create_topic(kafka_bootstrap, topic, partitions)
+        create_topic(kafka_bootstrap, topic, partitions, configs)
         created.append(topic)
         return topic
 

@@ -44,6 +44,23 @@ def wait_for(
         time.sleep(interval_s)
 
 
+def sampled(seconds: float, interval_s: float = 0.2) -> Iterator[None]:
+    """Yield every `interval_s` for `seconds`: for checking that something holds
+    throughout a window (not for waiting on a condition: use `wait_for`)."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        yield
+        time.sleep(interval_s)
+
+
+def ticks(count: int, interval_s: float) -> Iterator[int]:
+    """Yield 0..count-1, one every `interval_s` (a sampling cadence, not a wait)."""
+    start = time.monotonic()
+    for index in range(count):
+        time.sleep(max(0.0, start + index * interval_s - time.monotonic()))
+        yield index
+
+
 class Daemon:
     """One `streamstop run` process; logs go to a file so they survive the process."""
 

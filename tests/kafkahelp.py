@@ -63,7 +63,9 @@ class Position(NamedTuple):
 class MakeTopic(Protocol):
     """The `make_topic` fixture: creates a fresh topic, returns its name, deletes it later."""
 
-    def __call__(self, partitions: int = 6, name_prefix: str = "t") -> str: ...
+    def __call__(
+        self, partitions: int = 6, name_prefix: str = "t", configs: dict[str, str] | None = None
+    ) -> str: ...
 
 
 def unique_name(prefix: str) -> str:

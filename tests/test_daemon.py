@@ -128,14 +128,15 @@ def test_two_daemons_rebalance_without_loss(
         with running_daemon(config, tmp_path / "a.log") as first:
             first.wait_ready()
             wait_for(lambda: first.metric("streamstop_results_total") > 1000, 60, "progress")
+            # Slow the API down so work is left for the second member when it joins.
+            api.set(latency_ms=500)
             with running_daemon(config, tmp_path / "b.log") as second:
                 # The second member joining forces a rebalance while the first is busy.
                 second.wait_ready()
+                wait_for(lambda: first.events("partitions_revoked"), 60, "the rebalance")
+                api.set(latency_ms=20)
                 wait_committed(kafka_bootstrap, topics, 180, "both members finish")
-                assert first.events("partitions_revoked")
-                assert second.metric("streamstop_results_total") > 0 or (
-                    first.metric("streamstop_results_total") >= len(messages)
-                )
+                assert second.metric("streamstop_results_total") > 0, "the second member worked"
         results = consume_all(kafka_bootstrap, topics["output"], len(messages), timeout_s=60)
         per_record = check_results(messages, positions, results, topics["input"])
         duplicates = sum(n - 1 for n in per_record.values())
@@ -169,19 +170,3 @@ def test_records_older_than_max_age_expire_without_an_api_call(
     assert all(r["attempts"] == 0 and r["error"] for r in results if r["status"] == "expired")
     assert not sent & set(stale)
     assert set(fresh) <= sent
-
-
-def test_missing_output_topic_stops_start_up_naming_it(
-    kafka_bootstrap: str, make_topic: Any, tmp_path: Path
-) -> None:
-    topics = topics_for(make_topic, dlq=False)
-    topics["output"] = f"missing-{uuid.uuid4().hex[:8]}"  # never created; no auto-creation
-    produce(kafka_bootstrap, topics["input"], [str(uuid.uuid4()) for _ in range(10)])
-    with running_fake_api("--token", TEST_TOKEN) as api:
-        config = config_for(tmp_path, kafka_bootstrap, topics, api.url)
-        with running_daemon(config, tmp_path / "d.log") as daemon:
-            assert daemon.wait_exit(90) != 0
-        assert api.received() == []
-    [failure] = daemon.events("kafka_start_failed")
-    assert topics["output"] in failure["error"]
-    assert committed_offsets(kafka_bootstrap, topics["group"], topics["input"]) == {}

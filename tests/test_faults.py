@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 import pytest
-from daemon_proc import TEST_TOKEN, Daemon, running_daemon, wait_for
+from daemon_proc import TEST_TOKEN, Daemon, running_daemon, sampled, wait_for
 from fakeapi_proc import running_fake_api
 from kafkahelp import (
     KafkaBroker,
@@ -88,12 +88,15 @@ def test_sigkill_at_random_moments_loses_nothing(
                     target = rng.randint(200, 2500)
 
                     def progressed(d: Daemon = daemon, t: int = target) -> bool:
-                        done = lag(kafka_bootstrap, topics["group"], topics["input"]) == 0
-                        return done or d.metric("streamstop_results_total") >= t
+                        return d.metric("streamstop_results_total") >= t
 
                     wait_for(progressed, 120, "some progress before the kill")
+                    # Mid-work: records taken in and not committed at the moment of the kill.
+                    in_flight = daemon.metric("streamstop_pending_records")
                     daemon.signal(signal.SIGKILL)
                     daemon.wait_exit(10)
+                    assert in_flight > 0, "the kill landed with work in flight"
+                    assert lag(kafka_bootstrap, topics["group"], topics["input"]) > 0
                     kills += 1
                     continue
                 wait_committed(kafka_bootstrap, topics, 240, "the last run finishes everything")
@@ -112,7 +115,7 @@ def test_sigkill_at_random_moments_loses_nothing(
         f"retries={retried}"
     )
     assert lost == 0
-    assert kills >= 4
+    assert kills == 4
     assert_no_secret(*daemons)
 
 
@@ -199,9 +202,8 @@ def test_api_outage_fails_nothing_and_bounds_memory(
             daemon.wait_ready()
             api.set(outage=True)
             positions = produce(kafka_bootstrap, topics["input"], messages)
-            outage_ends = time.monotonic() + 30
             peak = 0.0
-            while time.monotonic() < outage_ends:
+            for _ in sampled(30):
                 peak = max(peak, daemon.metric("streamstop_pending_records"))
                 assert daemon.get("/livez")[0] == 200
             assert 0 < peak <= max_pending
@@ -238,8 +240,7 @@ def test_a_record_stuck_in_retries_caps_what_is_consumed_behind_it(
                 60,
                 "the consumer pauses behind the stuck record",
             )
-            watch_until = time.monotonic() + 3
-            while time.monotonic() < watch_until:
+            for _ in sampled(3):
                 assert daemon.metric("streamstop_pending_records") <= max_pending
                 assert daemon.metric("streamstop_paused_partitions") > 0
             answered = sum(end_offsets(kafka_bootstrap, topics["output"]).values())

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import subprocess
 import sys
 
 import orjson
+import pytest
 
-from streamstop.logs import RepeatFilter
+from streamstop.logs import RepeatFilter, configure
 
 
 class Clock:
@@ -50,7 +52,8 @@ def test_the_count_reaches_the_json_line() -> None:
         "import logging\n"
         "from streamstop import logs\n"
         "logs.configure()\n"
-        "[repeats] = logging.getLogger().handlers[0].filters\n"
+        "(repeats,) = [f for f in logging.getLogger().handlers[0].filters\n"
+        "             if isinstance(f, logs.RepeatFilter)]\n"
         "now = [0.0]\n"
         "repeats._clock = lambda: now[0]\n"
         "log = logging.getLogger('aiokafka')\n"
@@ -66,3 +69,16 @@ def test_the_count_reaches_the_json_line() -> None:
     assert "repeated" not in lines[0]
     assert lines[1]["repeated"] == 2
     assert lines[1]["logger"] == "aiokafka"
+
+
+def test_retried_coordinator_lookups_are_not_errors(capsys: pytest.CaptureFixture[str]) -> None:
+    from aiokafka.errors import GroupAuthorizationFailedError, GroupCoordinatorNotAvailableError
+
+    configure("info")
+    aiokafka_log = logging.getLogger("aiokafka.consumer.group_coordinator")
+    aiokafka_log.error("Group Coordinator Request failed: %s", GroupCoordinatorNotAvailableError())
+    aiokafka_log.error("Group Coordinator Request failed: %s", GroupAuthorizationFailedError())
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    # The retried one is held back (aiokafka logs at warning and up); the fatal one stays.
+    assert [line["level"] for line in lines] == ["error"]
+    assert "GroupAuthorizationFailed" in lines[0]["event"]

@@ -210,6 +210,9 @@ class RetrySettings(BaseModel):
     initial_backoff_ms: int = Field(default=200, ge=1)
     max_backoff_ms: int = Field(default=30_000, ge=1)
     deadline_s: float = Field(default=600.0, gt=0)
+    # A Retry-After (seconds or an HTTP date) is a minimum wait, capped here: a stale
+    # stop is worth little, and a date far in the future must not hold every batch.
+    max_retry_after_s: float = Field(default=300.0, ge=0)
 
     @field_validator("max_backoff_ms")
     @classmethod

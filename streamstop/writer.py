@@ -1,0 +1,204 @@
+"""Result events and DLQ copies: built from resolutions, published, their records done.
+
+Every result, whether the API answered it or it was answered locally (invalid, expired,
+undecodable), is built by the one builder in `core/results.py` here, published through
+the publisher, and only then are its records done (so their offsets may be committed).
+Results leave in slices of `PUBLISH_SLICE` uuids, oldest batch first, with at most
+`MAX_SLICES_IN_FLIGHT` slices built and not yet acknowledged over every batch: that bounds
+their memory whatever the number of batches answered at once. Records of a revoked
+partition get no result from here. This module never commits and never calls the API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import itertools
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, NamedTuple
+
+import structlog
+
+from streamstop.core.batcher import Batch
+from streamstop.core.fit import Kind
+from streamstop.core.results import Resolution, Status, build_result, format_timestamp
+from streamstop.metrics import Metrics
+from streamstop.partitions import Assignment, Pending
+from streamstop.permits import PrioritySemaphore
+from streamstop.publisher import OutMessage, Publisher
+
+log = structlog.get_logger("streamstop.writer")
+
+PUBLISH_SLICE = 1000  # uuids turned into results and sent at a time
+MAX_SLICES_IN_FLIGHT = 4
+DLQ_MAX_VALUE_BYTES = 512 * 1024
+
+
+class LocalAnswer(NamedTuple):
+    """A record answered without the API: invalid, expired or undecodable input. `raw`
+    is the consumed record, for the DLQ copy of an invalid one (None otherwise)."""
+
+    rec: Pending
+    uuid: str | None
+    resolution: Resolution
+    raw: Any
+
+
+class Undecodable(NamedTuple):
+    """Stands in for a record aiokafka could not decode, for its DLQ copy."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None = None
+    value: bytes | None = b""
+    headers: Sequence[tuple[str, bytes]] = ()
+
+
+class Results(NamedTuple):
+    """Messages ready to publish, the records they finish, their count by status."""
+
+    messages: list[OutMessage]
+    recs: list[Pending]
+    statuses: collections.Counter[str]
+
+
+class ResultWriter:
+    """Publishes results (and DLQ copies) and marks their records done."""
+
+    def __init__(
+        self,
+        publisher: Publisher,
+        assignment: Assignment,
+        metrics: Metrics,
+        *,
+        output_topic: str,
+        dlq_topic: str,
+    ) -> None:
+        self._publisher = publisher
+        self._assignment = assignment
+        self._metrics = metrics
+        self._output = output_topic
+        self._dlq = dlq_topic
+        # Oldest batch (by dispatch) first: batches answered together finish one after
+        # the other, not all at the end, each holding its bookkeeping until then.
+        self._slices = PrioritySemaphore(MAX_SLICES_IN_FLIGHT)
+
+    async def write_answers(
+        self, answers: dict[str, Resolution], batch: Batch[Pending], batch_id: str, seq: int
+    ) -> None:
+        """Publish the results of `answers` for every record of `batch` waiting for them,
+        slice by slice in request order, so the oldest records reach Kafka first. The
+        next slice is built while the previous one is on its way."""
+        items = iter(answers.items())
+        async with asyncio.TaskGroup() as group:
+            previous: asyncio.Task[None] | None = None
+            while chunk := list(itertools.islice(items, PUBLISH_SLICE)):
+                await self._slices.acquire(seq)
+                try:
+                    results = self._results(_waiting(chunk, batch, batch_id), batch_id)
+                except BaseException:
+                    self._slices.release()
+                    raise
+                sending = group.create_task(self._publish(results, batch, chunk))
+                # Released however the task ends, even cancelled before it started.
+                sending.add_done_callback(self._release_slice)
+                if previous is not None:
+                    await asyncio.wait([previous])  # its failure is the group's to raise
+                previous = sending
+
+    async def write_local(self, answers: Sequence[LocalAnswer]) -> None:
+        """Publish the results (and DLQ copies) of records answered without the API."""
+        results = self._results(((a.uuid, a.resolution, a.rec) for a in answers), None)
+        if self._dlq:
+            results.messages.extend(
+                self._dlq_copy(answer.raw, answer.resolution.error or "", answer.rec)
+                for answer in answers
+                if answer.resolution.status is Status.INVALID and not answer.rec.part.revoked
+            )
+        await self._publish(results, None, ())
+        invalid = results.statuses[Status.INVALID]
+        self._metrics.invalid_records.inc(invalid)
+        if self._dlq:
+            self._metrics.dlq_records.inc(invalid)
+
+    def _results(
+        self,
+        answered: Iterable[tuple[str | None, Resolution, Pending]],
+        batch_id: str | None,
+    ) -> Results:
+        """Result events for `(uuid, resolution, record)`; none for a revoked partition."""
+        completed = format_timestamp(time.time())
+        output = self._output
+        messages: list[OutMessage] = []
+        recs: list[Pending] = []
+        statuses: collections.Counter[str] = collections.Counter()
+        for uuid, resolution, rec in answered:
+            part = rec.part
+            if part.revoked:
+                continue
+            value = build_result(
+                uuid=uuid,
+                resolution=resolution,
+                request_id=rec.request_id,
+                topic=part.tp.topic,
+                partition=part.tp.partition,
+                offset=rec.offset,
+                batch_id=batch_id,
+                received_at=rec.received.text,
+                completed_at=completed,
+            )
+            key = uuid.encode() if uuid is not None else None
+            messages.append(OutMessage(output, key, value, rec.headers, Kind.RESULT, part))
+            recs.append(rec)
+            statuses[resolution.status] += 1
+        return Results(messages, recs, statuses)
+
+    def _dlq_copy(self, raw: Any, reason: str, rec: Pending) -> OutMessage:
+        """The invalid record as it came (a null value stays null), its headers plus
+        why and where from; a value over DLQ_MAX_VALUE_BYTES is cut and marked."""
+        value: bytes | None = raw.value
+        headers = [
+            *raw.headers,
+            ("streamstop-error", reason.encode()),
+            ("streamstop-source", f"{raw.topic}/{raw.partition}/{raw.offset}".encode()),
+        ]
+        if value is not None and len(value) > DLQ_MAX_VALUE_BYTES:
+            value = value[:DLQ_MAX_VALUE_BYTES]
+            headers.append(("streamstop-truncated", b"true"))
+        return OutMessage(self._dlq, raw.key, value, headers, Kind.DLQ, rec.part)
+
+    async def _publish(
+        self, results: Results, batch: Batch[Pending] | None, answered: Iterable[tuple[str, Any]]
+    ) -> None:
+        messages, recs, statuses = results
+        await self._publisher.publish(messages)
+        self._assignment.records_done(recs)
+        if recs:
+            # One observation per acknowledged group (its oldest record), not per
+            # record: the histogram is for alerting on slow results.
+            oldest = min(rec.received.at for rec in recs)
+            self._metrics.result_latency.observe(time.time() - oldest)
+        for status, count in statuses.items():
+            self._metrics.results.labels(status=status).inc(count)
+        if batch is not None:
+            # Let go of the finished records now, not when the whole batch is: a batch
+            # lives until its last slice is published, and the consumer refills the room.
+            for uuid, _ in answered:
+                batch.release(uuid)
+
+    def _release_slice(self, _: asyncio.Task[None]) -> None:
+        self._slices.release()
+
+
+def _waiting(
+    chunk: list[tuple[str, Resolution]], batch: Batch[Pending], batch_id: str
+) -> Iterator[tuple[str, Resolution, Pending]]:
+    """Every record waiting for each answered uuid."""
+    for uuid, resolution in chunk:
+        waiting = batch.records_for(uuid)
+        if not waiting:  # answered twice, or never asked: a bug, not a record
+            log.error("answer_without_records", batch_id=batch_id)
+        for rec in waiting:
+            yield uuid, resolution, rec
