@@ -61,8 +61,12 @@ def explain(project_dir: Path) -> list[str]:
     lock_file = project_dir / "uv.lock"
     if not lock_file.exists():
         return ["there is no uv.lock"]
+    try:
+        lock = tomllib.loads(lock_file.read_text())
+    except tomllib.TOMLDecodeError as e:
+        return [f"uv.lock is not valid TOML (a merge conflict left in it?): {e}"]
     ours = declared(pyproject)
-    theirs = locked(tomllib.loads(lock_file.read_text()), pyproject["project"]["name"])
+    theirs = locked(lock, pyproject["project"]["name"])
     lines = [
         f"{name} ({where}): in pyproject.toml, not in uv.lock"
         for where, name in sorted(ours - theirs, key=lambda r: (r[1], r[0]))
