@@ -4,16 +4,45 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+# uv itself, pinned and hash-checked (requirements/uv.txt, exported from uv.lock), lives in
+# its own venv: `uv sync` keeps .venv exactly as locked, so it cannot live there.
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
+# uv uses the python3 on PATH and never downloads an interpreter of its own.
+export UV_PYTHON := $(PYTHON)
+export UV_PYTHON_DOWNLOADS := never
+# Where `make sbom` writes; `make lock UPGRADE=all` (or package names) upgrades pins.
+SBOM ?= dist/sbom.cdx.json
+UPGRADE ?=
+CACHE := $(or $(STREAMSTOP_CACHE),$(HOME)/.cache/streamstop)
+# The slowest tests, listed at the end of `make test`.
+DURATIONS ?= 15
 
-.PHONY: venv kafka-fetch kafka-up kafka-down helm-fetch lint typecheck test demo bench clean
+.PHONY: venv lock lock-check sbom kafka-fetch kafka-up kafka-down helm-fetch lint typecheck \
+	test demo bench clean clean-cache
 
-$(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+$(UV): requirements/uv.txt
+	rm -rf $(TOOLS)
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check --require-hashes --no-deps \
+		--only-binary :all: -r requirements/uv.txt
 	touch $@
 
-venv: $(STAMP)
+# Exactly what uv.lock says, hashes checked; lock-check first fails if it is stale.
+$(STAMP): pyproject.toml uv.lock $(UV)
+	$(UV) sync --frozen --quiet --extra dev
+	touch $@
+
+venv: lock-check $(STAMP)
+
+lock: $(UV)
+	UV=$(UV) scripts/lock.sh update $(UPGRADE)
+
+lock-check: $(UV)
+	UV=$(UV) scripts/lock.sh check
+
+sbom: venv
+	UV=$(UV) scripts/sbom.sh $(SBOM)
 
 kafka-fetch:
 	scripts/kafka.sh fetch
@@ -36,14 +65,19 @@ typecheck: venv
 	$(BIN)/mypy
 
 test: venv kafka-fetch helm-fetch lint typecheck
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=$(DURATIONS)
 
 demo: venv kafka-up
 	$(BIN)/python scripts/demo.py "$$(scripts/kafka.sh bootstrap)"; status=$$?; scripts/kafka.sh down; exit $$status
 
 bench: venv kafka-up
-	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	$(UV) sync --frozen --quiet --extra dev --extra bench
 	$(BIN)/python benchmarks/bench.py "$$(scripts/kafka.sh bootstrap)"; status=$$?; scripts/kafka.sh down; exit $$status
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache dist build
+	rm -rf $(VENV) $(TOOLS) .mypy_cache .ruff_cache .pytest_cache dist build
+
+# The Kafka jars and the helm build, shared by every clone; the next run fetches them again.
+clean-cache:
+	@du -sh $(CACHE) 2>/dev/null || true
+	rm -rf $(CACHE)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Print the path of a pinned helm binary, building it with `go install` only when missing.
-# The binary and Go's module/build caches live outside the work tree so clones share them.
+# The binary lives outside the work tree so clones share it. Go's module and build caches
+# (~1.3 GB for helm) are only needed during the build: they are made and removed with it.
 set -euo pipefail
 
 HELM_VERSION="${HELM_VERSION:-v3.22.0}"
@@ -16,10 +17,16 @@ if [[ ! -x "$HELM" ]]; then
     # half-written binary that the next run would trust.
     tmp="$(mktemp -d "$BIN_DIR/.build.XXXXXX")"
     trap 'rm -rf "$tmp"' EXIT
-    GOBIN="$tmp" GOMODCACHE="$CACHE/gomodcache" GOCACHE="$CACHE/gocache" \
+    # Go reports every module it downloads (over a hundred lines): kept in a log that is
+    # shown, without those lines, only if the build fails.
+    if ! GOBIN="$tmp/bin" GOMODCACHE="$tmp/gomodcache" GOCACHE="$tmp/gocache" \
         GOFLAGS="${GOFLAGS:+$GOFLAGS }-modcacherw" \
-        go install "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" >&2
-    mv "$tmp/helm" "$HELM"
+        go install "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" >"$tmp/build.log" 2>&1; then
+        grep -v '^go: downloading ' "$tmp/build.log" >&2 || true
+        echo "helm.sh: building helm $HELM_VERSION failed" >&2
+        exit 1
+    fi
+    mv "$tmp/bin/helm" "$HELM"
 fi
 
 echo "$HELM"

@@ -49,7 +49,10 @@ fetch() {
     tmp=$(mktemp -d "$CACHE/libs.XXXXXX")
     # shellcheck disable=SC2064  # expand now: $tmp is local
     trap "rm -rf '$tmp'" EXIT
-    mvn -B -q -Dstyle.color=never -f "$POM" dependency:copy-dependencies \
+    # -q: errors only. Debian's Maven 3.8 writes colour resets even with colour off and no
+    # terminal; jansi.noreset stops them, and must be a JVM option to act early enough.
+    MAVEN_OPTS="${MAVEN_OPTS:+$MAVEN_OPTS }-Djansi.noreset=true" \
+        mvn -B -q -Dstyle.color=never -f "$POM" dependency:copy-dependencies \
         -DincludeScope=runtime -DoutputDirectory="$tmp" >&2
     rm -rf "$LIBS"
     mv "$tmp" "$LIBS"
