@@ -32,7 +32,8 @@ next: point it at your cluster (docs/cluster.md walks through it). The settings 
   kafka.bootstrap_servers   your brokers, e.g. STREAMSTOP_KAFKA__BOOTSTRAP_SERVERS=kafka-1:9092
   kafka.security_protocol   and sasl_mechanism, sasl_username, sasl_password_file for SASL
   api.url, api.token_file   the stop API and its token (or STREAMSTOP_API__TOKEN)
-then: streamstop check-config --show-origin; streamstop topics create; streamstop run"""
+then (in this clone: source .venv/bin/activate, or .venv/bin/streamstop):
+  streamstop check-config --show-origin; streamstop topics create; streamstop run"""
 PARTITIONS = 6
 TOKEN = "demo-token"
 

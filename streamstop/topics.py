@@ -128,13 +128,33 @@ async def review_topics(admin: Any, settings: Settings) -> list[TopicReport]:
     """Describe the configured topics and review each against what streamstop needs."""
     names = topic_names(settings)
     described = await describe_topics(admin, list(names.values()))
+    hidden = await hidden_topics(admin, [name for name in names.values() if name not in described])
     input_topic = described.get(names[Role.INPUT])
     return [
         TopicReport(
-            role, name, described.get(name), review(role, name, described.get(name), input_topic)
+            role,
+            name,
+            described.get(name),
+            review(role, name, described.get(name), input_topic, visible=name not in hidden),
         )
         for role, name in names.items()
     ]
+
+
+async def hidden_topics(admin: Any, names: Sequence[str]) -> set[str]:
+    """Among topics metadata does not list, those Kafka will not say anything about to this
+    user (no Describe ACL): they may exist. The others do not exist."""
+    if not names:
+        return set()
+    resources = [
+        ConfigResource(ConfigResourceType.TOPIC, name, {"cleanup.policy": None}) for name in names
+    ]
+    return {
+        resource["resource_name"]
+        for response in await admin.describe_configs(resources)
+        for resource in response.to_object()["resources"]
+        if resource["error_code"] == TopicAuthorizationFailedError.errno
+    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -356,7 +376,7 @@ async def _run(
         except TimeoutError:
             raise KafkaRefused(
                 f"Kafka at {settings.kafka.bootstrap_servers} did not answer within "
-                f"{timeout_s:g} s{_last(reasons)}; {_what_to_check(settings)}"
+                f"{timeout_s:g} s: {diagnose_connection(reasons, settings)}"
             ) from None
         except KafkaError as exc:
             raise KafkaRefused(_explain(exc, settings, reasons)) from None
@@ -378,24 +398,58 @@ def _explain(exc: KafkaError, settings: Settings, reasons: list[str]) -> str:
         )
     if isinstance(exc, BrokerResponseError):
         return f"Kafka at {servers} refused the request: {exc}"
-    return f"cannot reach Kafka at {servers}{_last(reasons)}; {_what_to_check(settings)}"
+    return diagnose_connection(reasons, settings)
 
 
-def _what_to_check(settings: Settings) -> str:
+def diagnose_connection(reasons: Sequence[str], settings: Settings) -> str:
+    """Why the Kafka client could not connect, in plain words, from what aiokafka logged.
+
+    `reasons` are aiokafka's warning and error messages, oldest first. Never names a secret.
+    """
     kafka = settings.kafka
-    checks = "check kafka.bootstrap_servers and that this host can reach them"
-    checks += f", and kafka.security_protocol ({kafka.security_protocol})"
-    if kafka.security_protocol.startswith("SASL"):
-        mechanism = kafka.sasl_mechanism or "PLAIN"
-        checks += (
-            f", kafka.sasl_mechanism ({mechanism}) and the user {kafka.sasl_username!r} "
-            "and password"
+    servers, protocol = kafka.bootstrap_servers, kafka.security_protocol
+    mechanism, user = kafka.sasl_mechanism or "PLAIN", kafka.sasl_username
+    said = "\n".join(reasons)
+    tls = protocol in ("SSL", "SASL_SSL")
+    if "SaslAuthenticationFailed" in said or "Authentication failed" in said:
+        return (
+            f"Kafka at {servers} refused the login of user {user!r} ({mechanism}): check "
+            "kafka.sasl_username and the password, and that the user exists for "
+            f"{mechanism} on this cluster"
         )
-    return checks
+    if "UnsupportedSaslMechanism" in said:
+        return (
+            f"Kafka at {servers} does not offer SASL mechanism {mechanism} on this listener: "
+            "set kafka.sasl_mechanism to one it enables (the broker's sasl.enabled.mechanisms)"
+        )
+    if "IllegalSaslState" in said:
+        return (
+            f"Kafka at {servers} does not speak SASL on this listener: kafka.security_protocol "
+            f"is {protocol}; use the protocol of the listener (PLAINTEXT or SSL, say)"
+        )
+    unreachable = ("Connect call failed", "Name or service not known", "getaddrinfo")
+    if not any(text in said for text in unreachable):
+        if tls:
+            return (
+                f"the TLS connection to Kafka at {servers} failed{_last(reasons)}: check that "
+                "the listener uses TLS (else kafka.security_protocol SASL_PLAINTEXT or "
+                "PLAINTEXT) and that kafka.ssl_cafile holds the CA that signed its certificate"
+            )
+        if "closed" in said:
+            return (
+                f"Kafka at {servers} closed the connection{_last(reasons)}: the listener "
+                f"probably expects another kafka.security_protocol than {protocol} (SASL or "
+                "TLS)"
+            )
+    return (
+        f"cannot reach Kafka at {servers}{_last(reasons)}: check kafka.bootstrap_servers and "
+        "that this host can reach them (DNS, network, firewall)"
+    )
 
 
-def _last(reasons: list[str]) -> str:
-    return f" ({reasons[-1]})" if reasons else ""
+def _last(reasons: Sequence[str]) -> str:
+    # aiokafka leaves "...: " when the exception had no text (a TLS handshake cut short).
+    return f" ({reasons[-1].rstrip(': ')})" if reasons else ""
 
 
 @contextmanager

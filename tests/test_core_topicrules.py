@@ -142,3 +142,13 @@ def test_summary_names_every_fact() -> None:
         "6 partitions, replication factor 3, min.insync.replicas 2, "
         "cleanup.policy delete, max.message.bytes broker default"
     )
+
+
+@pytest.mark.parametrize(("role", "needs"), [(Role.INPUT, "Read"), (Role.OUTPUT, "Write")])
+def test_a_topic_kafka_will_not_describe_asks_for_acls_not_creation(role: Role, needs: str) -> None:
+    [finding] = review(role, "orders", None, visible=False)
+
+    assert finding.severity is Severity.PROBLEM
+    assert "not authorized to describe it" in finding.text
+    assert f"Describe, DescribeConfigs and {needs}" in finding.text
+    assert "topics create" not in finding.text

@@ -19,7 +19,7 @@ from kafkahelp import blocking, create_topic, delete_topics, unique_name
 from streamstop.config import Settings, load
 from streamstop.core.topicrules import TopicDescription
 from streamstop.kafkaclients import make_admin
-from streamstop.topics import describe_topics, review_topics
+from streamstop.topics import describe_topics, diagnose_connection, review_topics
 
 Topics = dict[str, str]
 
@@ -258,3 +258,47 @@ async def test_review_topics_describes_what_the_daemon_needs(
     assert output.described.max_message_bytes == 200_000
     assert [finding.severity.value for finding in output.findings].count("problem") == 1
     assert reports["kafka.dlq_topic"].described is None
+
+
+# What aiokafka logged, verbatim, against a SASL_PLAINTEXT/SCRAM-SHA-512 broker with each
+# mistake (the walkthrough in the first-hour issue); a test broker with SASL belongs to the
+# secured-cluster work.
+_LOGGED = {
+    "wrong password": 'Unable connect to "127.0.0.1:35807": [Error 58] SaslAuthenticationFailed: '
+    "Authentication failed during authentication due to invalid credentials with SASL "
+    "mechanism SCRAM-SHA-512",
+    "wrong mechanism": 'Unable connect to "127.0.0.1:35807": [Error 33] '
+    "UnsupportedSaslMechanismError: <AIOKafkaConnection host=127.0.0.1 port=35807>",
+    "SASL client, plain listener": 'Unable connect to "127.0.0.1:58143": [Error 34] '
+    "IllegalSaslStateError: <AIOKafkaConnection host=127.0.0.1 port=58143>",
+    "PLAINTEXT client, SASL listener": 'Unable to request metadata from "127.0.0.1:35807": '
+    "KafkaConnectionError: Connection at 127.0.0.1:35807 closed",
+    "TLS client, plain listener": 'Unable connect to "127.0.0.1:35807": ',
+    "no such host": 'Unable connect to "nohost.invalid:9092": [Errno -2] Name or service not known',
+}
+
+
+@pytest.mark.parametrize(
+    ("mistake", "protocol", "wanted"),
+    [
+        ("wrong password", "SASL_PLAINTEXT", "refused the login of user 'svc' (SCRAM-SHA-512)"),
+        ("wrong mechanism", "SASL_PLAINTEXT", "does not offer SASL mechanism SCRAM-SHA-512"),
+        ("SASL client, plain listener", "SASL_PLAINTEXT", "does not speak SASL"),
+        ("PLAINTEXT client, SASL listener", "PLAINTEXT", "another kafka.security_protocol"),
+        ("TLS client, plain listener", "SASL_SSL", "check that the listener uses TLS"),
+        ("no such host", "SASL_SSL", "cannot reach Kafka"),
+    ],
+)
+def test_connection_failures_are_told_apart(mistake: str, protocol: str, wanted: str) -> None:
+    env = {
+        "STREAMSTOP_KAFKA__SECURITY_PROTOCOL": protocol,
+        "STREAMSTOP_KAFKA__SASL_MECHANISM": "SCRAM-SHA-512",
+        "STREAMSTOP_KAFKA__SASL_USERNAME": "svc",
+        "STREAMSTOP_KAFKA__SASL_PASSWORD": "pw-DISTINCTIVE",
+    }
+
+    said = diagnose_connection([_LOGGED[mistake]], _settings(env))
+
+    assert wanted in said
+    assert "pw-DISTINCTIVE" not in said
+    assert not said.endswith(": )")

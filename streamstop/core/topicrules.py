@@ -103,14 +103,17 @@ def review(
     name: str,
     topic: TopicDescription | None,
     input_topic: TopicDescription | None = None,
+    *,
+    visible: bool = True,
 ) -> list[Finding]:
-    """What is wrong with `topic` (None: it does not exist) for the `role` it plays.
+    """What is wrong with `topic` (None: not found) for the `role` it plays.
 
     `input_topic`, when known, lets the output and DLQ topics' size limits be compared
-    with the largest input record.
+    with the largest input record. `visible` False says Kafka refused to describe the topic
+    (no Describe ACL): it may exist.
     """
     if topic is None:
-        return [_missing(role, name)]
+        return [_missing(role, name) if visible else _hidden(role)]
     findings = _redundancy(topic)
     if role.written:
         findings += _writes(role, topic) + _sizes(role, topic, input_topic)
@@ -137,8 +140,17 @@ def _missing(role: Role, name: str) -> Finding:
     )
     return Finding(
         Severity.PROBLEM,
-        f"does not exist (or this Kafka user may not Describe it): {how}; "
-        f"or set {role.value} to the topic you use instead of {name!r}",
+        f"does not exist: {how}; or set {role.value} to the topic you use instead of {name!r}",
+    )
+
+
+def _hidden(role: Role) -> Finding:
+    needs = "Read" if role is Role.INPUT else "Write"
+    return Finding(
+        Severity.PROBLEM,
+        "is not visible to this Kafka user (not authorized to describe it); if it exists, "
+        f"grant the user Describe, DescribeConfigs and {needs} on it (docs/cluster.md, "
+        "step 4)",
     )
 
 
