@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from markdown import anchors, links
 
 from streamstop.config import Settings
@@ -76,3 +77,41 @@ def test_no_page_sends_the_reader_to_a_document_outside_the_repository(page: Pat
     text = page.read_text()
     assert "SPEC" not in text
     assert "/work/" not in text
+
+
+def _code_blocks(page: Path, language: str) -> list[str]:
+    return re.findall(rf"^```{language}\n(.*?)^```", page.read_text(), re.M | re.S)
+
+
+def _kafka_acls_grants(script: str) -> set[tuple[str, str, str]]:
+    """(resource type, name, operation) granted by the guide's `$ACL ...` lines."""
+    grants = set()
+    for line in script.replace("\\\n", " ").splitlines():
+        if not line.startswith("$ACL "):
+            continue
+        options = re.findall(r"--([a-z-]+)(?: ([^-\s]\S*))?", line)
+        resources = [
+            (kind, name or "kafka-cluster") for kind, name in options if kind != "operation"
+        ]
+        grants |= {
+            (kind, name, op) for _, op in options if _ == "operation" for kind, name in resources
+        }
+    return grants
+
+
+def test_strimzi_user_grants_the_same_acls_as_the_kafka_acls_commands() -> None:
+    guide = REPO / "docs" / "cluster.md"
+    (script,) = [block for block in _code_blocks(guide, "sh") if "$ACL " in block]
+    (user,) = [
+        yaml.safe_load(block) for block in _code_blocks(guide, "yaml") if "KafkaUser" in block
+    ]
+    strimzi = {
+        (acl["resource"]["type"], acl["resource"].get("name", "kafka-cluster"), operation)
+        for acl in user["spec"]["authorization"]["acls"]
+        for operation in acl["operations"]
+    }
+
+    assert strimzi == _kafka_acls_grants(script)
+    assert ("topic", "message-cancel-requests", "Read") in strimzi
+    assert ("topic", "message-stop-results", "Write") in strimzi
+    assert ("cluster", "kafka-cluster", "IdempotentWrite") in strimzi
