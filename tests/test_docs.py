@@ -90,12 +90,11 @@ def _kafka_acls_grants(script: str) -> set[tuple[str, str, str]]:
         if not line.startswith("$ACL "):
             continue
         options = re.findall(r"--([a-z-]+)(?: ([^-\s]\S*))?", line)
+        operations = [value for option, value in options if option == "operation"]
         resources = [
             (kind, name or "kafka-cluster") for kind, name in options if kind != "operation"
         ]
-        grants |= {
-            (kind, name, op) for _, op in options if _ == "operation" for kind, name in resources
-        }
+        grants |= {(kind, name, op) for kind, name in resources for op in operations}
     return grants
 
 
