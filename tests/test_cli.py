@@ -8,30 +8,13 @@ keeps stdout pure JSON; `run` reports configuration errors as JSON log lines.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from cli_proc import streamstop
 
 REPO = Path(__file__).resolve().parent.parent
 TOKEN = "cli-T0ken-DISTINCTIVE"
-
-
-def streamstop(
-    *args: str, cwd: Path, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.upper().startswith("STREAMSTOP_")}
-    return subprocess.run(
-        [sys.executable, "-m", "streamstop", *args],
-        cwd=cwd,
-        env={**clean, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 @pytest.mark.parametrize(

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_proc import streamstop
 from pydantic import ValidationError
 
 from streamstop.config import (
@@ -462,16 +460,7 @@ def test_a_variable_with_one_underscore_too_few_is_ignored_with_a_note() -> None
 
 
 def _check_config(cwd: Path, *args: str, env: dict[str, str] | None = None) -> Any:
-    clean = {k: v for k, v in os.environ.items() if not k.upper().startswith("STREAMSTOP_")}
-    return subprocess.run(
-        [sys.executable, "-m", "streamstop", "check-config", *args],
-        cwd=cwd,
-        env={**clean, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return streamstop("check-config", *args, cwd=cwd, env=env)
 
 
 def test_check_config_succeeds_with_masked_token(tmp_path: Path) -> None:

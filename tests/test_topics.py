@@ -6,14 +6,13 @@ they made is read back with an independent admin client.
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
-import sys
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from cli_proc import streamstop
 from kafkahelp import blocking, create_topic, delete_topics, unique_name
 
 from streamstop.config import Settings, load
@@ -38,15 +37,7 @@ def topics(kafka_bootstrap: str) -> Iterator[Topics]:
 
 
 def _topics_cli(env: Topics, *args: str) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.upper().startswith("STREAMSTOP_")}
-    return subprocess.run(
-        [sys.executable, "-m", "streamstop", "topics", *args],
-        env={**clean, **env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return streamstop("topics", *args, env=env)
 
 
 def _settings(env: Topics) -> Settings:
