@@ -8,6 +8,7 @@ nothing else to start.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -77,9 +78,10 @@ def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="streamstop",
         description="Cancel outgoing messages from Kafka events through the stop API.",
-        epilog="First steps: `streamstop check-config --show-origin`, then "
-        "`streamstop topics check`, then `streamstop run`. Every command takes --help.\n\n"
-        + DOCS_HELP,
+        epilog="first steps (every command takes --help):\n"
+        "  streamstop check-config --show-origin\n"
+        "  streamstop topics check          (or topics create)\n"
+        "  streamstop run\n\n" + DOCS_HELP,
         formatter_class=_Formatter,
     )
     parser.add_argument("--version", action="version", version=f"streamstop {__version__}")
@@ -199,14 +201,25 @@ def _run(path: str | None) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse `argv` (default: the process's arguments), run the command, return its exit code."""
     args = _build_parser().parse_args(argv)
-    if args.command == "check-config":
-        return _check_config(args.config, args.show_origin)
     if args.command == "run":
         return _run(args.config)
-    if args.command == "topics":
-        from streamstop.topics import main as topics_main
+    if args.command == "fake-api":
+        from streamstop.fakeapi import main as fake_main
 
-        return topics_main(args)
-    from streamstop.fakeapi import main as fake_main
+        return fake_main(args)
+    try:
+        return _report(args)
+    except BrokenPipeError:
+        # The reader left (`check-config | head`): not a failure; keep Python from
+        # complaining again when it flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
 
-    return fake_main(args)
+
+def _report(args: argparse.Namespace) -> int:
+    """The commands that print a report and exit: check-config, topics."""
+    if args.command == "check-config":
+        return _check_config(args.config, args.show_origin)
+    from streamstop.topics import main as topics_main
+
+    return topics_main(args)

@@ -8,6 +8,9 @@ keeps stdout pure JSON; `run` reports configuration errors as JSON log lines.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -105,3 +108,22 @@ def test_run_names_both_ways_to_give_the_token_in_a_json_line(tmp_path: Path) ->
     assert line["event"] == "config_error"
     assert "STREAMSTOP_API__TOKEN" in line["problem"]
     assert "api.token_file" in line["problem"]
+
+
+def test_a_reader_that_leaves_early_is_not_an_error(tmp_path: Path) -> None:
+    # As `streamstop check-config | head -1`: the pipe is closed before anything is written.
+    env = {**os.environ, "STREAMSTOP_API__TOKEN": TOKEN}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamstop", "check-config"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    proc.stdout.close()
+    _, stderr = proc.communicate(timeout=60)
+
+    assert proc.returncode == 0
+    assert b"Traceback" not in stderr
+    assert b"BrokenPipeError" not in stderr
