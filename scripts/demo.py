@@ -1,9 +1,10 @@
 """`make demo`: the daemon end to end on a local broker and the fake stop API.
 
-Starts `streamstop fake-api` and `streamstop run` (Kafka is started by the Makefile),
-produces 50,000 cancel events (some invalid, some duplicates), shows progress until every
-offset is committed, prints results by status with throughput and time-to-result, then
-stops everything it started, by pid.
+Starts `streamstop fake-api`, creates the topics with `streamstop topics create` and
+starts `streamstop run` (Kafka is started by the Makefile), produces 50,000 cancel events
+(some invalid, some duplicates), shows progress until every offset is committed, prints
+results by status, the DLQ count, one result event, throughput and time-to-result, and
+the settings to change for a real cluster; then stops everything it started, by pid.
 """
 
 from __future__ import annotations
@@ -19,24 +20,22 @@ import sys
 import tempfile
 import time
 import uuid
+from asyncio.subprocess import PIPE, STDOUT
 from pathlib import Path
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 RECORDS = int(os.environ.get("DEMO_RECORDS", "50000"))
+NEXT_STEPS = """
+next: point it at your cluster (docs/cluster.md walks through it). The settings that matter:
+  kafka.bootstrap_servers   your brokers, e.g. STREAMSTOP_KAFKA__BOOTSTRAP_SERVERS=kafka-1:9092
+  kafka.security_protocol   and sasl_mechanism, sasl_username, sasl_password_file for SASL
+  api.url, api.token_file   the stop API and its token (or STREAMSTOP_API__TOKEN)
+then (in this clone: source .venv/bin/activate, or .venv/bin/streamstop):
+  streamstop check-config --show-origin; streamstop topics create; streamstop run"""
 PARTITIONS = 6
 TOKEN = "demo-token"
-
-
-async def create_topics(bootstrap: str, names: list[str]) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(n, PARTITIONS, 1) for n in names])
-    finally:
-        await admin.close()
 
 
 def make_events(count: int, rng: random.Random) -> list[bytes]:
@@ -86,6 +85,16 @@ async def committed_total(bootstrap: str, group: str, topic: str) -> int:
         await consumer.stop()
 
 
+async def record_count(bootstrap: str, topic: str) -> int:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+        return sum((await consumer.end_offsets(partitions)).values())
+    finally:
+        await consumer.stop()
+
+
 async def read_all(bootstrap: str, topic: str, expected: int) -> list[object]:
     consumer = AIOKafkaConsumer(
         topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
@@ -110,7 +119,7 @@ def wait_line(log: Path, event: str, proc: subprocess.Popen[bytes]) -> dict[str,
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            sys.exit(f"{proc.args} exited early; see {log}")
+            sys.exit(f"{proc.args!r} exited early; see {log}")
         for line in log.read_text().splitlines():
             if event in line:
                 parsed: dict[str, object] = json.loads(line)
@@ -138,7 +147,6 @@ async def main() -> int:
     bootstrap = sys.argv[1]
     run = f"demo-{int(time.time())}"
     topics = {"input": f"{run}-requests", "output": f"{run}-results", "dlq": f"{run}-dlq"}
-    await create_topics(bootstrap, list(topics.values()))
     workdir = Path(tempfile.mkdtemp(prefix="streamstop-demo-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMSTOP_")}
     exe = [sys.executable, "-m", "streamstop"]
@@ -157,6 +165,14 @@ async def main() -> int:
             f'group_id = "{run}"\n[api]\nurl = "{api["url"]}"\ntoken = "{TOKEN}"\n'
             "[observability]\nhttp_port = 0\n"
         )
+        create = [*exe, "topics", "create", "--config", str(config)]
+        creating = await asyncio.create_subprocess_exec(
+            *create, "--partitions", str(PARTITIONS), stdout=PIPE, stderr=STDOUT, env=env
+        )
+        report, _ = await creating.communicate()
+        if creating.returncode != 0:
+            sys.exit(f"streamstop topics create failed:\n{report.decode()}")
+        print(f"topics created: streamstop topics create --partitions {PARTITIONS}")
         daemon = start([*exe, "run", "--config", str(config)], workdir / "daemon.log", env)
         wait_line(workdir / "daemon.log", '"started"', daemon)
         print(f"fake API at {api['url']}; daemon logs in {workdir}/daemon.log")
@@ -182,9 +198,12 @@ async def main() -> int:
         }
         by_status: collections.Counter[str] = collections.Counter()
         latencies: list[float] = []
+        sample: dict[str, object] | None = None
         for record in results:
             value = orjson.loads(record.value)  # type: ignore[attr-defined]
             by_status[value["status"]] += 1
+            if sample is None and value["status"] == "stopped" and value["requestId"]:
+                sample = value
             source = value["source"]
             appended = inputs.get((source["partition"], source["offset"]))
             if appended is not None:
@@ -193,11 +212,16 @@ async def main() -> int:
         for status, count in by_status.most_common():
             print(f"{status:<16}{count:>10,}")
         print(f"{'total':<16}{sum(by_status.values()):>10,}\n")
+        dlq = await record_count(bootstrap, topics["dlq"])
+        print(f"DLQ             {dlq:,} copies of invalid input in {topics['dlq']}")
         print(f"throughput      {len(events) / elapsed:,.0f} records/s (produce to last commit)")
         print(
             f"time-to-result  p50 {percentile(latencies, 0.5):,.0f} ms, "
             f"p99 {percentile(latencies, 0.99):,.0f} ms (input append to result append)"
         )
+        print(f"\none result event from {topics['output']}:")
+        print(json.dumps(sample, indent=2))
+        print(NEXT_STEPS)
         return 0
     finally:
         codes = []

@@ -3,3 +3,4 @@
 EXIT_OK = 0
 EXIT_FAILURE = 1  # internal fatal error, or a second signal during shutdown
 EXIT_CONFIG = 2  # configuration that validation can see
+EXIT_KAFKA = 3  # `topics`: Kafka unreachable, or it refused (authentication, authorization)

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_proc import streamstop
 from pydantic import ValidationError
 
-from streamstop.config import ConfigError, Settings, load_settings, render_effective
+from streamstop.config import (
+    ConfigError,
+    Settings,
+    load,
+    load_settings,
+    render_effective,
+    render_origins,
+)
 
 TOKEN = "Zm9vYmFyLURJU1RJTkNUSVZFLXRva2Vu"
 TOKEN_ENV = {"STREAMSTOP_API__TOKEN": TOKEN}
@@ -74,10 +79,19 @@ def test_shipped_file_holds_exactly_the_defaults() -> None:
     assert json.loads(render_effective(shipped)).keys() == Settings.model_fields.keys()
 
 
-def test_shipped_file_alone_only_lacks_the_token() -> None:
-    assert problems_of(str(SHIPPED), {}) == [
-        "api.token: one of api.token or api.token_file is required"
-    ]
+def test_shipped_file_alone_only_lacks_the_token_and_says_how_to_set_it() -> None:
+    [problem] = problems_of(str(SHIPPED), {})
+
+    assert problem.startswith("api.token: the stop API token is required")
+    assert "STREAMSTOP_API__TOKEN" in problem
+    assert "api.token_file" in problem
+
+
+def test_the_token_is_not_needed_where_only_kafka_is_used() -> None:
+    loaded = load(str(SHIPPED), {}, need_api_token=False)
+
+    assert loaded.settings.kafka == load_settings(str(SHIPPED), TOKEN_ENV).kafka
+    assert loaded.settings.api.token.get_secret_value() == ""
 
 
 def test_environment_beats_the_file(tmp_path: Path) -> None:
@@ -128,7 +142,10 @@ def test_file_lookup_order(tmp_path: Path) -> None:
 def test_a_named_file_that_does_not_exist_is_an_error(
     path: str | None, env: dict[str, str]
 ) -> None:
-    assert problems_of(path, env) == ["config file missing.toml: does not exist"]
+    [problem] = problems_of(path, env)
+
+    assert problem.startswith("config file missing.toml: does not exist (named by ")
+    assert ("--config" if path else "$STREAMSTOP_CONFIG") in problem
 
 
 def test_unknown_keys_in_the_file_are_named(tmp_path: Path) -> None:
@@ -137,6 +154,40 @@ def test_unknown_keys_in_the_file_are_named(tmp_path: Path) -> None:
     problems = problems_of(str(config), TOKEN_ENV)
 
     assert sorted(problem.split(":")[0] for problem in problems) == ["bogus", "kafka.bootstrap"]
+
+
+@pytest.mark.parametrize(
+    ("toml", "suggestion"),
+    [
+        (
+            '[kafka]\nbootstrap_server = "x:1"\n',
+            "kafka.bootstrap_server: unknown key; did you mean `kafka.bootstrap_servers`?",
+        ),
+        ("[kafak]\ngroup_id = 1\n", "kafak: unknown section; did you mean `kafka`?"),
+        ("[api]\ntimeout = 3\n", "api.timeout: unknown key; did you mean `api.timeout_s`?"),
+    ],
+)
+def test_unknown_keys_in_the_file_suggest_the_closest_known_one(
+    tmp_path: Path, toml: str, suggestion: str
+) -> None:
+    config = write(tmp_path / "c.toml", toml)
+
+    assert problems_of(str(config), TOKEN_ENV) == [f"{suggestion} (from {config})"]
+
+
+def test_unknown_variables_suggest_the_variable_meant() -> None:
+    env = {**TOKEN_ENV, "STREAMSTOP_KAFKA__BOOTSTRAP_SERVER": "x:1"}
+
+    assert problems_of(None, env) == [
+        "kafka.bootstrap_server: unknown key; did you mean STREAMSTOP_KAFKA__BOOTSTRAP_SERVERS? "
+        "(from STREAMSTOP_KAFKA__BOOTSTRAP_SERVER)"
+    ]
+
+
+def test_an_unknown_key_like_no_other_gets_no_suggestion(tmp_path: Path) -> None:
+    config = write(tmp_path / "c.toml", "[batch]\nzzz = 1\n")
+
+    assert problems_of(str(config), TOKEN_ENV) == [f"batch.zzz: unknown key (from {config})"]
 
 
 @pytest.mark.parametrize(
@@ -367,19 +418,49 @@ def test_sasl_needs_a_username_and_a_password() -> None:
     problems = problems_of(None, {**TOKEN_ENV, "STREAMSTOP_KAFKA__SECURITY_PROTOCOL": "sasl_ssl"})
 
     assert [p.split(":")[0] for p in problems] == ["kafka.sasl_username", "kafka.sasl_password"]
+    assert "STREAMSTOP_KAFKA__SASL_PASSWORD" in problems[1]
+    assert "kafka.sasl_password_file" in problems[1]
+
+
+def test_every_value_knows_where_it_came_from(tmp_path: Path) -> None:
+    config = write(tmp_path / "c.toml", '[kafka]\ngroup_id = "g"\ninput_topic = "in"\n')
+    env = {**TOKEN_ENV, "STREAMSTOP_KAFKA__INPUT_TOPIC": "in-env"}
+
+    loaded = load(str(config), env)
+
+    assert loaded.file == config
+    assert str(loaded.origin(("kafka", "group_id"))) == f"file {config}"
+    assert str(loaded.origin(("kafka", "input_topic"))) == "env STREAMSTOP_KAFKA__INPUT_TOPIC"
+    assert str(loaded.origin(("kafka", "output_topic"))) == "default"
+    shown = render_origins(loaded).splitlines()
+    assert len(shown) == sum(
+        len(section) for section in json.loads(render_effective(loaded.settings)).values()
+    )
+    assert 'kafka.input_topic = "in-env"' in next(line for line in shown if "input_topic" in line)
+    assert next(line for line in shown if line.startswith("api.token ")).endswith(
+        "(env STREAMSTOP_API__TOKEN)"
+    )
+    assert TOKEN not in "\n".join(shown)
+
+
+def test_a_variable_with_one_underscore_too_few_is_ignored_with_a_note() -> None:
+    env = {
+        **TOKEN_ENV,
+        "STREAMSTOP_KAFKA_GROUP_ID": "ignored",
+        "STREAMSTOP_SERVICE_HOST": "10.0.0.1",
+    }
+
+    loaded = load(None, env)
+
+    assert loaded.settings.kafka.group_id == "streamstop"
+    assert loaded.notes == (
+        "STREAMSTOP_KAFKA_GROUP_ID is ignored: a config variable has two underscores between "
+        "section and key; did you mean STREAMSTOP_KAFKA__GROUP_ID?",
+    )
 
 
 def _check_config(cwd: Path, *args: str, env: dict[str, str] | None = None) -> Any:
-    clean = {k: v for k, v in os.environ.items() if not k.upper().startswith("STREAMSTOP_")}
-    return subprocess.run(
-        [sys.executable, "-m", "streamstop", "check-config", *args],
-        cwd=cwd,
-        env={**clean, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return streamstop("check-config", *args, cwd=cwd, env=env)
 
 
 def test_check_config_succeeds_with_masked_token(tmp_path: Path) -> None:
@@ -404,6 +485,7 @@ def test_check_config_reports_one_line_per_problem(tmp_path: Path) -> None:
 
     assert done.returncode == 2
     assert done.stdout == ""
-    lines = done.stderr.splitlines()
+    loaded, *lines = done.stderr.splitlines()
+    assert loaded == f"streamstop: config file: {config}"
     assert [line.split(": ")[2] for line in lines] == ["batch.max_size", "api.token", "api.nope"]
     assert TOKEN not in done.stderr

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import textwrap
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,6 +34,7 @@ from k8s_validate import (
     render,
     schema_problems,
 )
+from markdown import anchors
 
 from streamstop.config import Settings, load_settings
 
@@ -356,13 +358,9 @@ def test_readme_lists_every_value() -> None:
     assert missing == []
 
 
-def _github_anchor(heading: str) -> str:
-    return re.sub(r"[^a-z0-9 _-]", "", heading.strip().lower()).replace(" ", "-")
-
-
 def test_every_alert_links_to_its_runbook_section(helm: Path) -> None:
     docs = (REPO / "docs" / "operations.md").read_text()
-    anchors = {_github_anchor(line.lstrip("#")) for line in docs.splitlines() if line[:1] == "#"}
+    headings = anchors(docs)
     rules = alert_rules(render(helm, [ALL_ON]))
     assert {rule["alert"] for rule in rules} == {
         "StreamstopConsumerLagGrowing",
@@ -375,7 +373,7 @@ def test_every_alert_links_to_its_runbook_section(helm: Path) -> None:
         page, _, anchor = rule["annotations"]["runbook_url"].partition("#")
         assert page.endswith("docs/operations.md")
         assert anchor == rule["alert"].lower()
-        assert anchor in anchors, f"docs/operations.md has no section for {rule['alert']}"
+        assert anchor in headings, f"docs/operations.md has no section for {rule['alert']}"
 
 
 def test_grafana_dashboard_is_off_by_default_and_labelled_for_the_sidecar(helm: Path) -> None:
@@ -385,3 +383,42 @@ def test_grafana_dashboard_is_off_by_default_and_labelled_for_the_sidecar(helm: 
     ]
     assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
     assert json.loads(dashboard["data"]["streamstop.json"])["uid"] == "streamstop"
+
+
+def _values_in_the_docs() -> list[tuple[str, str]]:
+    """(page, YAML) of each values file in docs/: blocks opening `# streamstop-values.yaml`."""
+    fenced = re.compile(r"^( *)```yaml\n(\1# streamstop-values\.yaml\n.*?)^\1```", re.M | re.S)
+    return [
+        (page.name, textwrap.dedent(match[1]))
+        for page in sorted((REPO / "docs").glob("*.md"))
+        for match in fenced.findall(page.read_text())
+    ]
+
+
+DOCS_VALUES = _values_in_the_docs()
+
+
+def test_the_cluster_guide_shows_a_values_file() -> None:
+    assert "cluster.md" in [page for page, _ in DOCS_VALUES]
+
+
+@pytest.mark.parametrize("kube_version", KUBE_VERSIONS)
+@pytest.mark.parametrize(("page", "text"), DOCS_VALUES, ids=[page for page, _ in DOCS_VALUES])
+def test_values_shown_in_the_docs_install_as_written(
+    helm: Path, tmp_path: Path, page: str, text: str, kube_version: str
+) -> None:
+    values = tmp_path / "streamstop-values.yaml"
+    values.write_text(text)
+
+    linted = lint(helm, [values], kube_version)
+    objects = render(helm, [values], kube_version=kube_version)
+
+    assert linted.returncode == 0, linted.stdout + linted.stderr
+    assert schema_problems(objects, kube_version) == []
+    image = yaml.safe_load(text).get("image", {})
+    if "repository" in image:
+        assert _container(objects)["image"] == f"{image['repository']}:{image['tag']}"
+    settings = _daemon_settings(objects, tmp_path)
+    for section, keys in yaml.safe_load(text).get("config", {}).items():
+        for key, value in keys.items():
+            assert getattr(getattr(settings, section), key) == value, f"{section}.{key}"

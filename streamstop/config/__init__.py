@@ -1,6 +1,22 @@
 """Configuration: the typed model (`models`) and how it is loaded (`loading`)."""
 
-from streamstop.config.loading import load_settings, render_effective
+from streamstop.config.loading import (
+    Loaded,
+    find_config_file,
+    load,
+    load_settings,
+    render_effective,
+    render_origins,
+)
 from streamstop.config.models import ConfigError, Settings
 
-__all__ = ["ConfigError", "Settings", "load_settings", "render_effective"]
+__all__ = [
+    "ConfigError",
+    "Loaded",
+    "Settings",
+    "find_config_file",
+    "load",
+    "load_settings",
+    "render_effective",
+    "render_origins",
+]
