@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import bench
+import cpuprofile
 import orjson
 import pytest
 from kafkahelp import MakeTopic, Message, consume_all, lag, produce, unique_name
@@ -96,6 +97,43 @@ def test_cpu_comparison_takes_streamstop_at_its_lowest_api_latency() -> None:
     assert "streamstop (API at 0 ms) 25.5 µs" in sentence
     assert "Java anchor 17.0 µs (streamstop 1.50x the anchor's)" in sentence
     assert "ceiling 38.0 µs" in sentence
+
+
+BASE = "main (streamstop/cli.py:54);run (streamstop/app.py:41);Runner.run (asyncio/runners.py:86)"
+
+
+def test_profile_stages_go_to_the_innermost_code_we_can_name() -> None:
+    consume = f"{BASE};Pipeline.consume (streamstop/pipeline.py:161)"
+    raw = [
+        # aiokafka's record classes count for the consumer that builds them.
+        f"{consume};AIOKafkaConsumer.getmany (aiokafka/consumer/consumer.py:1147);"
+        "PartitionRecords._consumer_record (aiokafka/consumer/fetcher.py:300);"
+        "__init__ (<string>:2) 7",
+        f"{consume};Pipeline._take (streamstop/pipeline.py:203);"
+        "decode_value (streamstop/core/decode.py:52) 5",
+        f"{consume};Pipeline._take (streamstop/pipeline.py:203) 3",
+        # Waiting inside asyncio for aiokafka counts for aiokafka.
+        "Sender._send_produce_req (aiokafka/producer/sender.py:277);"
+        "StreamWriter.write (asyncio/streams.py:342) 2",
+        f"{BASE} 4",
+    ]
+    samples = cpuprofile.breakdown(raw)
+    assert samples == {
+        "aiokafka consumer: fetch + record objects": 7,
+        "our decode + validation (decode_value)": 5,
+        "pipeline: _take per-record loop (Rec, calls)": 3,
+        "aiokafka producer: batch building, send": 2,
+        "event loop (asyncio, uvloop)": 4,
+    }
+
+
+def test_profile_table_turns_shares_into_cpu_per_record() -> None:
+    samples = cpuprofile.breakdown([f"{BASE};decode_value (streamstop/core/decode.py:52) 1"])
+    samples["batcher"] = 3
+    lines = cpuprofile.table(samples, 20.0).splitlines()
+    assert lines[2] == "| batcher | 3 | 75.0% | 15.00 |"
+    assert lines[3] == "| our decode + validation (decode_value) | 1 | 25.0% | 5.00 |"
+    assert lines[-1] == "| total | 4 | 100% | 20.00 |"
 
 
 @pytest.mark.kafka
