@@ -67,10 +67,15 @@ JAVA_BIN = Path(os.environ["JAVA_HOME"]) / "bin" if os.environ.get("JAVA_HOME") 
 BROKER_TIME = {"message.timestamp.type": "LogAppendTime"}
 
 
+def proc_cpu(pid: int) -> tuple[float, float]:
+    """(user, sys) CPU seconds of a live process, every thread, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) / TICKS, int(fields[12]) / TICKS
+
+
 def proc_stats(pid: int) -> tuple[float, float]:
     """(CPU seconds, peak RSS in MB) of a live process, from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    cpu = (int(fields[11]) + int(fields[12])) / TICKS
+    cpu = sum(proc_cpu(pid))
     peak_kb = 0
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -186,7 +191,8 @@ def run_program(
     proc.returncode = os.waitstatus_to_exitcode(status)
     assert proc.returncode == 0, f"{case} failed, see {report}"
     assert lag(bootstrap, group, topic) == 0, f"{case} exited before committing every record"
-    cpu = usage.ru_utime + usage.ru_stime
+    user, system = usage.ru_utime, usage.ru_stime
+    cpu = user + system
     peak = float(report.read_text().rsplit("peak_rss_mb=", 1)[1])
     lat = latencies_ms(bootstrap, topic, output, count, started_ms) if measure_latency else []
     return {
@@ -199,6 +205,7 @@ def run_program(
         "p50_ms": pct(lat, 0.5),
         "p99_ms": pct(lat, 0.99),
         "daemon_cpu_s": round(cpu, 2),
+        "cpu_sys_s": round(system, 2),
         "peak_rss_mb": round(peak, 1),
     }
 
@@ -236,6 +243,7 @@ def run_streamstop(
             )
             elapsed = time.monotonic() - began
             cpu, peak = proc_stats(daemon.proc.pid)
+            system = proc_cpu(daemon.proc.pid)[1]
             api_cpu, _ = proc_stats(api.proc.pid)
             stats = api.stats()
         finally:
@@ -254,6 +262,7 @@ def run_streamstop(
         "api_requests": int(stats["requests"]),
         "mean_batch_fill": round(int(stats["uuids_total"]) / requests / MAX_SIZE, 3),
         "daemon_cpu_s": round(cpu, 2),
+        "cpu_sys_s": round(system, 2),
         "api_cpu_s": round(api_cpu, 2),
         "peak_rss_mb": round(peak, 1),
     }

@@ -23,7 +23,7 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from bench import BROKER_TIME, PARTITIONS, REPO, daemon_config, proc_stats, records
+from bench import BROKER_TIME, PARTITIONS, REPO, daemon_config, proc_cpu, records
 from daemon_proc import TEST_TOKEN, Daemon, wait_for
 from fakeapi_proc import running_fake_api
 from kafkahelp import create_topic, lag, produce, unique_name
@@ -122,12 +122,14 @@ def main() -> int:
             # Listening comes before the Kafka clients start: no record is taken yet.
             daemon.wait_port()
             pid = daemon.proc.pid
-            began_cpu, _ = proc_stats(pid)
+            began_user, began_sys = proc_cpu(pid)
             began = time.monotonic()
             recorders = [record(pid, "flamegraph", stem.with_suffix(".svg"))]
             recorders.append(record(pid, "raw", stem.with_suffix(".txt")))
             wait_for(lambda: lag(bootstrap, group, topic) == 0, 1800, "every record committed")
-            cpu = proc_stats(pid)[0] - began_cpu
+            user, system = proc_cpu(pid)
+            user, system = user - began_user, system - began_sys
+            cpu = user + system
             elapsed = time.monotonic() - began
             for recorder in recorders:
                 recorder.send_signal(signal.SIGINT)  # py-spy writes its output and exits
@@ -140,10 +142,11 @@ def main() -> int:
     samples = breakdown(stem.with_suffix(".txt").read_text().splitlines())
     # py-spy samples a thread while it runs or waits for a core: samples beyond the CPU
     # time measure how long the daemon waited for one on the shared box.
+    sampled_s = sum(samples.values()) / RATE_HZ
     print(
         f"{RECORDS:,} records in {elapsed:.1f} s ({RECORDS / elapsed:,.0f} records/s), daemon "
-        f"CPU {cpu:.1f} s = {cpu_us:.1f} µs/record; {sum(samples.values())} samples at "
-        f"{RATE_HZ} Hz = {sum(samples.values()) / RATE_HZ:.1f} s running or runnable\n"
+        f"CPU {cpu:.1f} s = {cpu_us:.1f} µs/record ({system / cpu:.0%} of it in the kernel); "
+        f"samples at {RATE_HZ} Hz: {sampled_s:.1f} s running or waiting for a core\n"
     )
     print(table(samples, cpu_us))
     print(f"wrote {stem}.svg and {stem}.txt")
