@@ -12,6 +12,7 @@ Writes `benchmarks/results/latest.json`, `latest.md` and `latest.png`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import hashlib
 import json
@@ -155,11 +156,15 @@ def compile_anchor() -> list[str]:
         # Built aside and renamed, so a run never sees a half-written class directory.
         building = Path(tempfile.mkdtemp(dir=classes.parent, prefix="building-"))
         javac = [java_tool("javac"), "-d", str(building), "-cp", classpath, str(ANCHOR_SOURCE)]
-        subprocess.run(javac, check=True)
         try:
-            building.rename(classes)
-        except OSError:  # a concurrent run got there first, with the same classes
-            shutil.rmtree(building)
+            try:
+                subprocess.run(javac, check=True)
+            except FileNotFoundError:
+                raise SystemExit(f"bench: no {javac[0]}: the Java anchor needs a JDK") from None
+            with contextlib.suppress(OSError):  # a concurrent run renamed the same first
+                building.rename(classes)
+        finally:
+            shutil.rmtree(building, ignore_errors=True)  # gone once renamed
     return [java_tool("java"), "-cp", f"{classes}:{classpath}", "Anchor"]
 
 

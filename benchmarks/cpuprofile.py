@@ -5,7 +5,8 @@ daemon at its defaults against the fake API at 0 ms, and samples it with two py-
 recorders attached from the moment it listens until its commits cover every record: one
 writes the flame graph (SVG), the other the same run's collapsed stacks, which are broken
 down here by stage. Writes OUT_DIR/profile-<date>.svg and .txt (the stacks) and prints the
-stage table (markdown). Needs py-spy (`pip install py-spy`) and ptrace rights (root).
+stage table (markdown). Needs py-spy (in the `bench` extra, which `make bench` installs)
+and ptrace rights (root).
 
 Usage: profile.py BOOTSTRAP [OUT_DIR]  (default benchmarks/results)
 """
@@ -50,10 +51,10 @@ STAGES: list[tuple[str, tuple[str, ...]]] = [
     ("stop API: response interpretation", ("streamstop/core/interpret.py",)),
     ("stop API: HTTP client", ("aiohttp/", "streamstop/stopclient.py", "streamstop/stopper.py")),
     ("pipeline: _take per-record loop (Rec, calls)", ("._take (streamstop/pipeline.py",)),
-    ("pipeline: results per-record loop (OutMessage)", (".results (streamstop/pipeline.py",)),
+    ("results per-record loop (OutMessage)", ("results (streamstop/",)),
     ("pipeline: _done per-record loop", ("._done (streamstop/pipeline.py",)),
-    ("streamstop: other (consume loop, app, dispatch)", ("streamstop/",)),
 ]
+OUR_CODE = "(streamstop/"
 LOOP_ENTRY = ("asyncio/runners.py", "uvloop/__init__.py")
 EVENT_LOOP = "event loop (asyncio, uvloop)"
 OTHER = "other"
@@ -69,6 +70,9 @@ def stage_of(frames: list[str]) -> str:
         for stage, marks in STAGES:
             if any(mark in frame for mark in marks):
                 return stage
+        # The rest of our code by module, whatever its shape after a reshape.
+        if OUR_CODE in frame:
+            return f"streamstop: {frame.split(OUR_CODE, 1)[1].split(':', 1)[0]} (other)"
     return EVENT_LOOP if entries else OTHER
 
 

@@ -116,6 +116,8 @@ def test_profile_stages_go_to_the_innermost_code_we_can_name() -> None:
         "Sender._send_produce_req (aiokafka/producer/sender.py:277);"
         "StreamWriter.write (asyncio/streams.py:342) 2",
         f"{BASE} 4",
+        # The rest of our code by module.
+        f"{consume};Pipeline._dispatch (streamstop/pipeline.py:280);uuid4 (uuid.py:721) 6",
     ]
     samples = cpuprofile.breakdown(raw)
     assert samples == {
@@ -124,6 +126,7 @@ def test_profile_stages_go_to_the_innermost_code_we_can_name() -> None:
         "pipeline: _take per-record loop (Rec, calls)": 3,
         "aiokafka producer: batch building, send": 2,
         "event loop (asyncio, uvloop)": 4,
+        "streamstop: pipeline.py (other)": 6,
     }
 
 
