@@ -1,21 +1,30 @@
-"""`make bench`: streamstop against the ceiling of its own stack, on the same records.
+"""`make bench`: streamstop against the ceiling of its own stack and the Java client.
 
 Pre-produces BENCH_RECORDS records (default 200,000) over 6 partitions on the local broker,
-then measures the ceiling (`ceiling.py`, no HTTP) and `streamstop run` at several API
-latencies, each with its own consumer group and output topic. Writes
-`benchmarks/results/latest.json`, `latest.md` and `latest.png`.
+then measures the ceiling (`ceiling.py`, no HTTP), the Java anchor (`Anchor.java`, the same
+job with the Java Kafka client, no HTTP) and `streamstop run` at several API latencies,
+each with its own consumer group and output topic, for records/s and CPU per record. Then
+the same three (streamstop at 0 ms) on a BENCH_BACKLOG_RECORDS backlog (default 1,000,000),
+where JVM start-up no longer decides the comparison and streamstop's peak RSS is checked.
+Writes `benchmarks/results/latest.json`, `latest.md` and `latest.png`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
+import hashlib
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,25 +45,38 @@ from kafkahelp import (  # noqa: E402
     unique_name,
 )
 
+Row = dict[str, Any]
+
 RECORDS = int(os.environ.get("BENCH_RECORDS", "200000"))
 LATENCIES_MS = [int(x) for x in os.environ.get("BENCH_LATENCIES_MS", "0,50,200").split(",")]
 PACED_LATENCY_MS = int(os.environ.get("BENCH_PACED_LATENCY_MS", "50"))
 PACED_SECONDS = float(os.environ.get("BENCH_PACED_SECONDS", "15"))
-MEMORY_RECORDS = int(os.environ.get("BENCH_MEMORY_RECORDS", "1000000"))
+BACKLOG_RECORDS = int(os.environ.get("BENCH_BACKLOG_RECORDS", "1000000"))
 REPEATS = int(os.environ.get("BENCH_REPEATS", "3"))
+BACKLOG_REPEATS = int(os.environ.get("BENCH_BACKLOG_REPEATS", str(REPEATS)))
 PARTITIONS = 6
 MAX_SIZE = 10_000
 RESULTS = Path(os.environ.get("BENCH_RESULTS_DIR", REPO / "benchmarks" / "results"))
 TICKS = os.sysconf("SC_CLK_TCK")
+# The jars scripts/kafka.sh fetches (same cache, same Kafka version).
+CACHE = Path(os.environ.get("STREAMSTOP_CACHE", Path.home() / ".cache" / "streamstop"))
+KAFKA_LIBS = CACHE / "kafka" / "4.1.1" / "libs"
+ANCHOR_SOURCE = REPO / "benchmarks" / "Anchor.java"
+JAVA_BIN = Path(os.environ["JAVA_HOME"]) / "bin" if os.environ.get("JAVA_HOME") else None
 # Timestamps are the broker's append times, not the producers' clocks: time-to-result is
 # measured from the input record's append to the result's append.
 BROKER_TIME = {"message.timestamp.type": "LogAppendTime"}
 
 
+def proc_cpu(pid: int) -> tuple[float, float]:
+    """(user, sys) CPU seconds of a live process, every thread, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) / TICKS, int(fields[12]) / TICKS
+
+
 def proc_stats(pid: int) -> tuple[float, float]:
     """(CPU seconds, peak RSS in MB) of a live process, from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    cpu = (int(fields[11]) + int(fields[12])) / TICKS
+    cpu = sum(proc_cpu(pid))
     peak_kb = 0
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -114,44 +136,99 @@ def daemon_config(
     )
 
 
-def run_ceiling(bootstrap: str, topic: str, count: int) -> dict[str, Any]:
-    output = unique_name("bench-ceiling-out")
+def java_tool(name: str) -> str:
+    """`java` or `javac`: JAVA_HOME's if set (as scripts/kafka.sh does), else on PATH."""
+    return str(JAVA_BIN / name) if JAVA_BIN else name
+
+
+def compile_anchor() -> list[str]:
+    """Compile the Java anchor against the Kafka jars into the cache (once per source and
+    jar set: a run whose source is unchanged reuses the classes); returns its command."""
+    jars = sorted(path.name for path in KAFKA_LIBS.glob("*.jar"))
+    for needed in ("kafka-clients-", "jackson-databind-"):
+        if not any(name.startswith(needed) for name in jars):
+            raise SystemExit(f"bench: no {needed}*.jar in {KAFKA_LIBS} (scripts/kafka.sh fetch)")
+    digest = hashlib.sha256(ANCHOR_SOURCE.read_bytes() + "\n".join(jars).encode()).hexdigest()
+    classes = CACHE / "bench" / f"anchor-{digest[:16]}"
+    classpath = f"{KAFKA_LIBS}/*"
+    if not (classes / "Anchor.class").exists():
+        classes.parent.mkdir(parents=True, exist_ok=True)
+        # Built aside and renamed, so a run never sees a half-written class directory.
+        building = Path(tempfile.mkdtemp(dir=classes.parent, prefix="building-"))
+        javac = [java_tool("javac"), "-d", str(building), "-cp", classpath, str(ANCHOR_SOURCE)]
+        try:
+            try:
+                subprocess.run(javac, check=True)
+            except FileNotFoundError:
+                raise SystemExit(f"bench: no {javac[0]}: the Java anchor needs a JDK") from None
+            with contextlib.suppress(OSError):  # a concurrent run renamed the same first
+                building.rename(classes)
+        finally:
+            shutil.rmtree(building, ignore_errors=True)  # gone once renamed
+    return [java_tool("java"), "-cp", f"{classes}:{classpath}", "Anchor"]
+
+
+def run_program(
+    case: str,
+    command: Sequence[str],
+    bootstrap: str,
+    topic: str,
+    count: int,
+    workdir: Path,
+    measure_latency: bool,
+) -> Row:
+    """One run of a program that consumes `topic` in a group of its own, produces a
+    result per record, commits, and exits once its commits cover every record present at
+    its start (`ceiling.py`, the Java anchor). Timed from start to exit."""
+    output = unique_name(f"bench-{case}-out")
     create_topic(bootstrap, output, PARTITIONS, BROKER_TIME)
-    group = unique_name("bench-ceiling")
+    group = unique_name(f"bench-{case}")
+    report = workdir / f"{group}.out"
     began = time.monotonic()
     started_ms = time.time() * 1000
-    proc = subprocess.Popen(
-        [sys.executable, str(REPO / "benchmarks" / "ceiling.py"), bootstrap, topic, output, group],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    # CPU from the kernel's accounting of the child, peak RSS as the program saw its own
-    # (exact however short the run; sampling /proc could miss a tiny one entirely).
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    assert proc.returncode == 0, "the ceiling program failed"
+    with report.open("w") as stdout:
+        proc = subprocess.Popen([*command, bootstrap, topic, output, group], stdout=stdout)
+        # CPU from the kernel's accounting of the child (every thread: a JVM's GC and JIT
+        # included), peak RSS as the program saw its own (exact however short the run;
+        # sampling /proc could miss a tiny one entirely).
+        _, status, usage = os.wait4(proc.pid, 0)
     elapsed = time.monotonic() - began
-    cpu = usage.ru_utime + usage.ru_stime
-    assert proc.stdout is not None
-    report = proc.stdout.read()
-    peak = float(report.rsplit("peak_rss_mb=", 1)[1])
-    lat = latencies_ms(bootstrap, topic, output, count, started_ms)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    assert proc.returncode == 0, f"{case} failed, see {report}"
+    assert lag(bootstrap, group, topic) == 0, f"{case} exited before committing every record"
+    user, system = usage.ru_utime, usage.ru_stime
+    cpu = user + system
+    peak = float(report.read_text().rsplit("peak_rss_mb=", 1)[1])
+    lat = latencies_ms(bootstrap, topic, output, count, started_ms) if measure_latency else []
     return {
-        "case": "ceiling",
+        "case": case,
         "api_latency_ms": None,
         "records": count,
         "seconds": round(elapsed, 2),
         "records_per_s": round(count / elapsed),
+        "cpu_us_per_record": cpu_us(cpu, count),
         "p50_ms": pct(lat, 0.5),
         "p99_ms": pct(lat, 0.99),
         "daemon_cpu_s": round(cpu, 2),
+        "cpu_sys_s": round(system, 2),
         "peak_rss_mb": round(peak, 1),
     }
 
 
+def cpu_us(cpu_s: float, count: int) -> float:
+    """CPU microseconds per record (user + sys of the whole process)."""
+    return round(cpu_s * 1e6 / count, 1)
+
+
 def run_streamstop(
-    bootstrap: str, topic: str, count: int, latency_ms: int, workdir: Path, measure_latency: bool
-) -> dict[str, Any]:
+    case: str,
+    bootstrap: str,
+    topic: str,
+    count: int,
+    latency_ms: int,
+    workdir: Path,
+    measure_latency: bool,
+) -> Row:
     output = unique_name("bench-out")
     create_topic(bootstrap, output, PARTITIONS, BROKER_TIME)
     group = unique_name("bench")
@@ -171,6 +248,7 @@ def run_streamstop(
             )
             elapsed = time.monotonic() - began
             cpu, peak = proc_stats(daemon.proc.pid)
+            system = proc_cpu(daemon.proc.pid)[1]
             api_cpu, _ = proc_stats(api.proc.pid)
             stats = api.stats()
         finally:
@@ -178,16 +256,18 @@ def run_streamstop(
     lat = latencies_ms(bootstrap, topic, output, count, started_ms) if measure_latency else []
     requests = max(1, int(stats["requests"]))
     return {
-        "case": "streamstop",
+        "case": case,
         "api_latency_ms": latency_ms,
         "records": count,
         "seconds": round(elapsed, 2),
         "records_per_s": round(count / elapsed),
+        "cpu_us_per_record": cpu_us(cpu, count),
         "p50_ms": pct(lat, 0.5),
         "p99_ms": pct(lat, 0.99),
         "api_requests": int(stats["requests"]),
         "mean_batch_fill": round(int(stats["uuids_total"]) / requests / MAX_SIZE, 3),
         "daemon_cpu_s": round(cpu, 2),
+        "cpu_sys_s": round(system, 2),
         "api_cpu_s": round(api_cpu, 2),
         "peak_rss_mb": round(peak, 1),
     }
@@ -222,9 +302,7 @@ async def produce_paced(bootstrap: str, topic: str, rate: float, seconds: float)
     return sent
 
 
-def run_paced(
-    bootstrap: str, latency_ms: int, rate: float, workdir: Path, seconds: float
-) -> dict[str, Any]:
+def run_paced(bootstrap: str, latency_ms: int, rate: float, workdir: Path, seconds: float) -> Row:
     """Latency at a given input rate: the daemon is caught up, then records arrive live."""
     topic = unique_name("bench-paced-in")
     output = unique_name("bench-paced-out")
@@ -254,36 +332,73 @@ def run_paced(
     }
 
 
-def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+def median_run(runs: list[Row]) -> Row:
     """The run with the median throughput, with every run's throughput alongside."""
     ordered = sorted(runs, key=lambda run: run["records_per_s"])
     chosen = dict(ordered[(len(ordered) - 1) // 2])
     chosen["runs_records_per_s"] = [run["records_per_s"] for run in runs]
+    chosen["runs_cpu_us_per_record"] = [run["cpu_us_per_record"] for run in runs]
     chosen["runs_peak_rss_mb"] = [run["peak_rss_mb"] for run in runs]
     return chosen
 
 
-def markdown(rows: list[dict[str, Any]], ceiling: float) -> str:
+def measure(cases: Sequence[Callable[[], Row]], repeats: int) -> list[Row]:
+    """Every case `repeats` times, interleaved, and the median run of each: on a shared
+    2-core box one run of a case can be 30% off, the ceiling's included."""
+    rounds: list[list[Row]] = []
+    for _ in range(repeats):
+        runs = []
+        for case in cases:
+            runs.append(case())
+            print(json.dumps(runs[-1]), flush=True)
+        rounds.append(runs)
+    return [median_run([runs[i] for runs in rounds]) for i in range(len(cases))]
+
+
+def against_ceiling(rows: list[Row]) -> list[Row]:
+    """Each row with its throughput over that of the ceiling measured on the same records
+    (the rows' own ceiling row)."""
+    ceiling = next(r for r in rows if r["case"].startswith("ceiling"))["records_per_s"]
+    return [{**row, "vs_ceiling": round(row["records_per_s"] / ceiling, 2)} for row in rows]
+
+
+def markdown(rows: list[Row]) -> str:
+    """The results table, one line per row."""
     head = (
-        "| case | API latency | records/s | vs ceiling | p50 ms | p99 ms | requests | "
-        "batch fill | daemon CPU s | API CPU s | peak RSS MB | every run, records/s |\n|"
-        + "---|" * 12
-        + "\n"
+        "| case | API latency | records/s | CPU µs/record | vs ceiling | p50 ms | p99 ms | "
+        "requests | batch fill | daemon CPU s | API CPU s | peak RSS MB | "
+        "every run, records/s |\n|" + "---|" * 13 + "\n"
     )
     lines = []
     for r in rows:
         latency = "" if r["api_latency_ms"] is None else f"{r['api_latency_ms']} ms"
         lines.append(
-            f"| {r['case']} | {latency}"
-            f" | {r['records_per_s']:,} | {r['records_per_s'] / ceiling:.2f} | {ms(r['p50_ms'])}"
-            f" | {ms(r['p99_ms'])} | {r.get('api_requests', '')} | {r.get('mean_batch_fill', '')}"
+            f"| {r['case']} | {latency} | {r['records_per_s']:,} | {r['cpu_us_per_record']:.1f}"
+            f" | {r['vs_ceiling']:.2f} | {ms(r['p50_ms'])} | {ms(r['p99_ms'])}"
+            f" | {r.get('api_requests', '')} | {r.get('mean_batch_fill', '')}"
             f" | {r['daemon_cpu_s']} | {r.get('api_cpu_s', '')} | {r['peak_rss_mb']}"
             f" | {' / '.join(f'{x:,}' for x in r.get('runs_records_per_s', []))} |"
         )
     return head + "\n".join(lines) + "\n"
 
 
-def plot(rows: list[dict[str, Any]], path: Path) -> bool:
+def cpu_comparison(rows: list[Row]) -> str:
+    """One sentence: CPU per record of streamstop at its lowest API latency against the
+    Java anchor and the ceiling, from the rows of one record count."""
+    by_case: dict[str, Row] = {}
+    for row in sorted(rows, key=lambda r: r["api_latency_ms"] or 0):
+        by_case.setdefault(row["case"].removesuffix("-backlog"), row)
+    ours = by_case["streamstop"]["cpu_us_per_record"]
+    java = by_case["java-anchor"]["cpu_us_per_record"]
+    ceiling = by_case["ceiling"]["cpu_us_per_record"]
+    return (
+        f"CPU per record on {rows[0]['records']:,} records: streamstop (API at "
+        f"{by_case['streamstop']['api_latency_ms']} ms) {ours:.1f} µs, Java anchor {java:.1f} "
+        f"µs (streamstop {ours / java:.2f}x the anchor's), ceiling {ceiling:.1f} µs.\n"
+    )
+
+
+def plot(rows: list[Row], path: Path) -> bool:
     try:
         import matplotlib
 
@@ -295,8 +410,16 @@ def plot(rows: list[dict[str, Any]], path: Path) -> bool:
     xs = [r["api_latency_ms"] for r in cases]
     fig, left = plt.subplots(figsize=(7, 4))
     left.plot(xs, [r["records_per_s"] for r in cases], "o-", label="records/s")
-    ceiling = next(r for r in rows if r["case"] == "ceiling")["records_per_s"]
-    left.axhline(ceiling, linestyle="--", color="gray", label="ceiling (no HTTP)")
+    by_case = {r["case"]: r for r in rows}
+    left.axhline(
+        by_case["ceiling"]["records_per_s"], linestyle="--", color="gray", label="ceiling (no HTTP)"
+    )
+    left.axhline(
+        by_case["java-anchor"]["records_per_s"],
+        linestyle=":",
+        color="tab:green",
+        label="Java anchor (no HTTP)",
+    )
     left.set_xlabel("stop API latency (ms)")
     left.set_ylabel("records/s")
     right = left.twinx()
@@ -304,7 +427,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> bool:
     right.set_ylabel("p99 time to result in the backlog run (ms)")
     left.set_ylim(bottom=0)
     right.set_ylim(bottom=0)
-    fig.legend(loc="upper center", ncols=3, fontsize="small")
+    fig.legend(loc="upper center", ncols=4, fontsize="small")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     return True
@@ -314,50 +437,68 @@ def main() -> int:
     bootstrap = sys.argv[1]
     workdir = Path(os.environ.get("BENCH_WORKDIR", "/tmp/streamstop-bench"))
     workdir.mkdir(parents=True, exist_ok=True)
+    anchor = compile_anchor()
+    ceiling = [sys.executable, str(REPO / "benchmarks" / "ceiling.py")]
     topic = unique_name("bench-in")
     create_topic(bootstrap, topic, PARTITIONS, BROKER_TIME)
     produce(bootstrap, topic, records(RECORDS))
     assert sum(end_offsets(bootstrap, topic).values()) == RECORDS
     print(f"pre-produced {RECORDS:,} records to {topic}", flush=True)
-    # Every case REPEATS times, interleaved, and the median run of each reported: on a
-    # shared 2-core box one run of a case can be 30% off, ceiling included.
-    rounds: list[list[dict[str, Any]]] = []
-    for _ in range(REPEATS):
-        runs = [run_ceiling(bootstrap, topic, RECORDS)]
-        print(json.dumps(runs[-1]), flush=True)
-        for latency in LATENCIES_MS:
-            runs.append(run_streamstop(bootstrap, topic, RECORDS, latency, workdir, True))
-            print(json.dumps(runs[-1]), flush=True)
-        rounds.append(runs)
-    rows = [median_run([runs[i] for runs in rounds]) for i in range(len(rounds[0]))]
+
+    def program(case: str, command: list[str], topic: str, count: int, lat: bool) -> Row:
+        return run_program(case, command, bootstrap, topic, count, workdir, lat)
+
+    def daemon(case: str, topic: str, count: int, latency: int, lat: bool) -> Row:
+        return run_streamstop(case, bootstrap, topic, count, latency, workdir, lat)
+
+    cases: list[Callable[[], Row]] = [
+        functools.partial(program, "ceiling", ceiling, topic, RECORDS, True),
+        functools.partial(program, "java-anchor", anchor, topic, RECORDS, True),
+    ]
+    cases += [
+        functools.partial(daemon, "streamstop", topic, RECORDS, latency, True)
+        for latency in LATENCIES_MS
+    ]
+    rows = against_ceiling(measure(cases, REPEATS))
     saturating = next(r for r in rows if r.get("api_latency_ms") == PACED_LATENCY_MS)
     paced = run_paced(
         bootstrap, PACED_LATENCY_MS, saturating["records_per_s"] / 2, workdir, PACED_SECONDS
     )
     print(json.dumps(paced), flush=True)
-    memory: dict[str, Any] | None = None
-    if MEMORY_RECORDS:
+    backlog: list[Row] = []
+    memory: Row | None = None
+    if BACKLOG_RECORDS:
         big = unique_name("bench-backlog")
         create_topic(bootstrap, big, PARTITIONS, BROKER_TIME)
-        for start in range(0, MEMORY_RECORDS, 200_000):
-            produce(bootstrap, big, records(min(200_000, MEMORY_RECORDS - start)))
-        memory = run_streamstop(bootstrap, big, MEMORY_RECORDS, 0, workdir, False)
-        memory["case"] = "streamstop-backlog"
+        for start in range(0, BACKLOG_RECORDS, 200_000):
+            produce(bootstrap, big, records(min(200_000, BACKLOG_RECORDS - start)))
+        # Long enough that start-up (a JVM's above all) does not decide the comparison;
+        # no latency columns (reading back the whole output would dwarf the run).
+        cases = [
+            functools.partial(program, "ceiling-backlog", ceiling, big, BACKLOG_RECORDS, False),
+            functools.partial(program, "java-anchor-backlog", anchor, big, BACKLOG_RECORDS, False),
+            functools.partial(daemon, "streamstop-backlog", big, BACKLOG_RECORDS, 0, False),
+        ]
+        backlog = against_ceiling(measure(cases, BACKLOG_REPEATS))
+        memory = dict(backlog[-1])
         # Against the same case on RECORDS records (0 ms, else the lowest latency
         # measured): the median of its runs' peaks.
-        small = min(rows[1:], key=lambda r: int(r["api_latency_ms"]))
+        small = min(
+            (r for r in rows if r["case"] == "streamstop"), key=lambda r: int(r["api_latency_ms"])
+        )
         memory["baseline_peak_rss_mb"] = statistics.median(small["runs_peak_rss_mb"])
         memory["vs_baseline"] = round(memory["peak_rss_mb"] / memory["baseline_peak_rss_mb"], 3)
         print(json.dumps(memory), flush=True)
-    ceiling = rows[0]["records_per_s"]
-    table = markdown(rows + ([memory] if memory else []), ceiling)
+    table = markdown(rows + backlog)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "latest.json").write_text(
         json.dumps(
             {
                 "records": RECORDS,
+                "backlog_records": BACKLOG_RECORDS,
                 "cpus": os.cpu_count(),
                 "cases": rows,
+                "backlog": backlog,
                 "paced": paced,
                 "memory": memory,
             },
@@ -365,6 +506,9 @@ def main() -> int:
         )
         + "\n"
     )
+    table += "\n" + cpu_comparison(rows)
+    if backlog:
+        table += "\n" + cpu_comparison(backlog)
     table += (
         f"\nAt half the saturating rate ({paced['input_rate']:,} records/s, API latency "
         f"{paced['api_latency_ms']} ms): append-to-result p50 {ms(paced['p50_ms'])} ms, "
@@ -372,7 +516,7 @@ def main() -> int:
     )
     if memory:
         table += (
-            f"\nBacklog of {MEMORY_RECORDS:,} records: peak RSS {memory['peak_rss_mb']} MB, "
+            f"\nBacklog of {BACKLOG_RECORDS:,} records: peak RSS {memory['peak_rss_mb']} MB, "
             f"{memory['vs_baseline'] - 1:+.1%} over the {RECORDS:,}-record case at "
             f"{small['api_latency_ms']} ms "
             f"({memory['baseline_peak_rss_mb']} MB, the median of "
