@@ -18,7 +18,8 @@ CACHE := $(or $(STREAMSTOP_CACHE),$(HOME)/.cache/streamstop)
 # The slowest tests, listed at the end of `make test`.
 DURATIONS ?= 15
 
-.PHONY: venv lock lock-check sbom kafka-fetch kafka-up kafka-down helm-fetch lint typecheck \
+.PHONY: venv lock lock-check sbom kafka-fetch kafka-up kafka-down helm-fetch promtool-fetch \
+	lint typecheck \
 	test demo bench clean clean-cache
 
 $(UV): requirements/uv.txt
@@ -56,6 +57,10 @@ kafka-down:
 helm-fetch:
 	scripts/helm.sh >/dev/null
 
+# promtool checks the chart's alert rules against scraped series (tests/test_alerts.py).
+promtool-fetch:
+	scripts/promtool.sh >/dev/null
+
 lint: venv
 	$(BIN)/ruff check streamstop tests scripts benchmarks
 	$(BIN)/ruff format --check streamstop tests scripts benchmarks
@@ -64,7 +69,7 @@ lint: venv
 typecheck: venv
 	$(BIN)/mypy
 
-test: venv kafka-fetch helm-fetch lint typecheck
+test: venv kafka-fetch helm-fetch promtool-fetch lint typecheck
 	$(BIN)/pytest -q --durations=$(DURATIONS)
 
 demo: venv kafka-up
