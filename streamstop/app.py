@@ -28,7 +28,6 @@ import structlog
 from aiokafka.errors import KafkaError
 
 from streamstop import __version__, logs
-from streamstop.cluster import TopicConfig, TopicLimits, TopicMissing, describe_topics
 from streamstop.committer import Committer, commit_budget
 from streamstop.config import ConfigError, Settings
 from streamstop.core.resolution import RetryPolicy
@@ -43,6 +42,7 @@ from streamstop.publisher import Publisher
 from streamstop.rebalance import RebalanceListener
 from streamstop.stopclient import StopClient
 from streamstop.stopper import Stopper
+from streamstop.topics import TopicLimits, TopicMissing, usable_topics
 from streamstop.writer import ResultWriter
 
 log = structlog.get_logger("streamstop.app")
@@ -162,16 +162,10 @@ class Daemon:
         admin = make_admin(settings)
         await self._until_usable(admin.start, "connecting to Kafka")
         self._closing(stack, admin.close)
-        outputs = [topic for topic in (kafka.output_topic, kafka.dlq_topic) if topic]
-        configs = await self._until_usable(
-            lambda: describe_topics(admin, [kafka.input_topic, *outputs]), "checking topics"
-        )
-        _refuse_compacted(configs, settings)
-
+        # Checked before any client names them; a compacted output topic is exit 2.
+        topics = await self._until_usable(lambda: usable_topics(admin, settings), "checking topics")
         publisher = Publisher(
-            lambda: make_producer(settings),
-            TopicLimits(admin, {topic: configs[topic] for topic in outputs}),
-            self.metrics,
+            lambda: make_producer(settings), TopicLimits(admin, topics), self.metrics
         )
         await self._until_usable(publisher.start, "starting the producer")
         self._closing(stack, publisher.stop)
@@ -312,7 +306,7 @@ class Daemon:
     def _held(self, stage: str, exc: BaseException) -> None:
         servers = self.settings.kafka.bootstrap_servers
         if isinstance(exc, TopicMissing):
-            problem = f"{exc}: create it, or check kafka.*_topic"
+            problem = str(exc)
         else:
             problem = f"{stage} at {servers} failed: {_describe(exc)}"
         self._hold = problem
@@ -382,22 +376,6 @@ def _readiness(
     if not assignment.joined:
         return "not a member of the consumer group"
     return None
-
-
-def _refuse_compacted(configs: dict[str, TopicConfig], settings: Settings) -> None:
-    """A compacted output topic would merge different records' results and refuse
-    `invalid` ones (null key); a compacted DLQ topic refuses null-key copies."""
-    problems = [
-        f"kafka.{key}: topic {topic!r} is compacted "
-        f"(cleanup.policy={configs[topic].cleanup_policy}); streamstop needs cleanup.policy=delete"
-        for key, topic in (
-            ("output_topic", settings.kafka.output_topic),
-            ("dlq_topic", settings.kafka.dlq_topic),
-        )
-        if topic and configs[topic].compacted
-    ]
-    if problems:
-        raise ConfigError(problems)
 
 
 def _describe(exc: BaseException) -> str:

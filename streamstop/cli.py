@@ -115,7 +115,7 @@ def _build_parser() -> argparse.ArgumentParser:
         "environment variable, default), on stderr",
     )
 
-    from streamstop.topics import add_arguments as add_topics_arguments
+    from streamstop.topics_command import add_arguments as add_topics_arguments
 
     topics = commands.add_parser(
         "topics",
@@ -220,6 +220,6 @@ def _report(args: argparse.Namespace) -> int:
     """The commands that print a report and exit: check-config, topics."""
     if args.command == "check-config":
         return _check_config(args.config, args.show_origin)
-    from streamstop.topics import main as topics_main
+    from streamstop.topics_command import main as topics_main
 
     return topics_main(args)

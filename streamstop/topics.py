@@ -1,21 +1,20 @@
-"""`streamstop topics create|check`: make the topics streamstop needs, or check existing ones.
+"""The topics streamstop uses, as Kafka describes them: read, reviewed, created.
 
-The rules (what a topic must be) are pure, in `core/topicrules.py`; this module describes
-topics through the Kafka admin client and reports. `describe_topics` and `review_topics`
-are the async pieces the daemon's own start-up check can reuse.
+The rules (what a topic must be) are pure, in `core/topicrules.py`; this module asks the
+admin client. Nothing here creates a topic by naming it: metadata is asked for every
+topic, as a request naming a missing one lets a broker with `auto.create.topics.enable`
+create it. The daemon's start-up check (`usable_topics`) and its record-size limits
+(`TopicLimits`) live here; the `streamstop topics` command is `topics_command.py`.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import logging
-import sys
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import structlog
 from aiokafka.admin import NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import (
@@ -28,29 +27,28 @@ from aiokafka.errors import (
     for_code,
 )
 
-from streamstop.config import ConfigError, Settings, load
+from streamstop.config import ConfigError, Settings
 from streamstop.core.topicrules import (
     Finding,
     Role,
     Severity,
     TopicDescription,
     creation_configs,
-    has_problems,
     review,
 )
-from streamstop.exitcodes import EXIT_CONFIG, EXIT_KAFKA, EXIT_OK
-from streamstop.kafkaclients import make_admin
+
+log = structlog.get_logger("streamstop.topics")
 
 # The topic configs the rules read; describe_configs returns their effective values.
 _CONFIGS = ("cleanup.policy", "min.insync.replicas", "max.message.bytes")
 _POLL_INTERVAL_S = 0.2
-DEFAULT_PARTITIONS = 6
-DEFAULT_TIMEOUT_S = 30.0
+# Kafka's default `message.max.bytes`, for a topic whose configuration we may not read.
+DEFAULT_MAX_MESSAGE_BYTES = 1_048_588
 # Replication factor when none is given: 3, or every broker of a smaller cluster.
 PREFERRED_REPLICATION_FACTOR = 3
 
 
-_AUTHORIZATION_ERRORS = (TopicAuthorizationFailedError, ClusterAuthorizationFailedError)
+AUTHORIZATION_ERRORS = (TopicAuthorizationFailedError, ClusterAuthorizationFailedError)
 
 
 class KafkaRefused(Exception):
@@ -101,6 +99,17 @@ async def describe_topics(admin: Any, names: Sequence[str]) -> dict[str, TopicDe
     configs: dict[str, dict[str, str]] = {}
     for response in await admin.describe_configs(resources):
         for resource in response.to_object()["resources"]:
+            if resource["error_code"] == TopicAuthorizationFailedError.errno:
+                # No DescribeConfigs permission: Kafka's defaults are assumed (the docs
+                # list the ACL); a topic lowering max.message.bytes is then found out when
+                # it refuses a record, and read again then.
+                log.warning(
+                    "topic_config_not_readable",
+                    topic=resource["resource_name"],
+                    hint="grant DescribeConfigs on the topic; assuming Kafka's defaults",
+                )
+                configs[resource["resource_name"]] = {}
+                continue
             if resource["error_code"] != 0:
                 error = for_code(resource["error_code"])
                 raise error(f"describe configs of topic {resource['resource_name']!r}")
@@ -238,7 +247,7 @@ def _create_error(
     if created:
         lines.append(f"created meanwhile: {', '.join(sorted(created))}")
     text = "\n".join(lines)
-    if any(error in _AUTHORIZATION_ERRORS for error, _, _ in errors):
+    if any(error in AUTHORIZATION_ERRORS for error, _, _ in errors):
         return KafkaRefused(
             f"{text}\nthe user needs the Create operation on the topics or the cluster "
             "(docs/cluster.md, ACLs), or ask the cluster's admins to run this command"
@@ -263,238 +272,48 @@ async def _wait_for_leaders(admin: Any, topics: set[str]) -> None:
         await asyncio.sleep(_POLL_INTERVAL_S)
 
 
-def add_arguments(
-    parser: argparse.ArgumentParser, epilog: str, formatter: type[argparse.HelpFormatter]
-) -> None:
-    """Add `create` and `check` under `streamstop topics`."""
-    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
-    create = actions.add_parser(
-        "create",
-        help="create the input, output and DLQ topics the config names",
-        description="Create the input, output and DLQ topics named by the config "
-        "(kafka.input_topic, kafka.output_topic, kafka.dlq_topic when set) if they do "
-        "not exist, with cleanup.policy=delete and min.insync.replicas=min(2, RF-1) (at "
-        "least 1), then check every one as `topics check` does. Refuses, creating "
-        "nothing, a compacted output or DLQ topic.",
-        epilog=epilog,
-        formatter_class=formatter,
-    )
-    create.add_argument(
-        "--partitions",
-        type=_positive,
-        default=DEFAULT_PARTITIONS,
-        metavar="N",
-        help="partitions of each new topic (%(default)s); the input topic's count caps "
-        "how many streamstop pods share the work",
-    )
-    create.add_argument(
-        "--replication-factor",
-        type=_positive,
-        metavar="N",
-        help="replicas of each partition (default: 3, or every broker of a smaller cluster)",
-    )
-    create.add_argument(
-        "--topic-config",
-        action="append",
-        default=[],
-        type=_key_value,
-        metavar="KEY=VALUE",
-        help="another topic config for the new topics, e.g. retention.ms=604800000 "
-        "(repeatable; overrides the two above)",
-    )
-    check = actions.add_parser(
-        "check",
-        help="check that the configured topics exist and suit streamstop",
-        description="Check the topics the config names against what streamstop needs: "
-        "they exist; the output and DLQ topics are not compacted, take a result "
-        "(max.message.bytes) and accept writes with acks=all (min.insync.replicas <= "
-        "replication factor); and warn about risks (replication factor 1, "
-        "min.insync.replicas that stops writes when one broker is down).",
-        epilog=epilog,
-        formatter_class=formatter,
-    )
-    for sub in (create, check):
-        sub.add_argument("--config", metavar="PATH", help="TOML config file (see below)")
-        sub.add_argument(
-            "--timeout",
-            type=float,
-            default=DEFAULT_TIMEOUT_S,
-            metavar="SECONDS",
-            help="give up on Kafka after this long (%(default)s)",
+class TopicMissing(Exception):
+    """Topics streamstop needs do not exist (yet), or this user may not see them."""
+
+
+async def usable_topics(admin: Any, settings: Settings) -> dict[str, TopicDescription]:
+    """The daemon's start-up check: every configured topic, described. Raises TopicMissing
+    (a hold: they may appear) and ConfigError for a problem of a topic streamstop writes
+    (a compacted output or DLQ topic, say: exit 2). Warnings are logged."""
+    reports = await review_topics(admin, settings)
+    absent = [report for report in reports if report.described is None]
+    if absent:
+        raise TopicMissing(
+            "; ".join(f"topic {r.name!r} ({r.role.value}) {r.findings[0].text}" for r in absent)
         )
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
-
-
-def _key_value(text: str) -> tuple[str, str]:
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError("must be KEY=VALUE")
-    return key.strip(), value.strip()
-
-
-def main(args: argparse.Namespace) -> int:
-    """Run `topics create` or `topics check`; returns the exit code (see `--help`)."""
-    try:
-        settings = load(args.config, need_api_token=False).settings
-    except ConfigError as exc:
-        for problem in exc.problems:
-            print(f"streamstop: config error: {problem}", file=sys.stderr)
-        return EXIT_CONFIG
-    request = None
-    if args.action == "create":
-        request = CreateRequest(args.partitions, args.replication_factor, dict(args.topic_config))
-    try:
-        reports = asyncio.run(_run(settings, request, args.timeout))
-    except TopicsRefused as exc:
-        print(f"streamstop topics: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
-    except KafkaRefused as exc:
-        print(f"streamstop topics: {exc}", file=sys.stderr)
-        return EXIT_KAFKA
-    print(render_reports(reports))
-    return EXIT_CONFIG if any(has_problems(report.findings) for report in reports) else EXIT_OK
-
-
-async def _run(
-    settings: Settings, request: CreateRequest | None, timeout_s: float
-) -> list[TopicReport]:
-    with _kafka_reasons() as reasons:
-        admin = make_admin(settings)
-        try:
-            async with asyncio.timeout(timeout_s):
-                await admin.start()
-                created = (
-                    set() if request is None else await create_topics(admin, settings, request)
-                )
-                reports = await review_topics(admin, settings)
-        except TimeoutError:
-            raise KafkaRefused(
-                f"Kafka at {settings.kafka.bootstrap_servers} did not answer within "
-                f"{timeout_s:g} s: {diagnose_connection(reasons, settings)}"
-            ) from None
-        except KafkaError as exc:
-            raise KafkaRefused(_explain(exc, settings, reasons)) from None
-        finally:
-            await admin.close()
-    if request is None:
-        return reports
-    return [
-        TopicReport(r.role, r.name, r.described, r.findings, r.name in created) for r in reports
-    ]
-
-
-def _explain(exc: KafkaError, settings: Settings, reasons: list[str]) -> str:
-    servers = settings.kafka.bootstrap_servers
-    if isinstance(exc, _AUTHORIZATION_ERRORS):
-        return (
-            f"Kafka at {servers} refused: not authorized ({exc}); the user needs Describe and "
-            "DescribeConfigs on the topics (docs/cluster.md, ACLs)"
-        )
-    if isinstance(exc, BrokerResponseError):
-        return f"Kafka at {servers} refused the request: {exc}"
-    return diagnose_connection(reasons, settings)
-
-
-def diagnose_connection(reasons: Sequence[str], settings: Settings) -> str:
-    """Why the Kafka client could not connect, in plain words, from what aiokafka logged.
-
-    `reasons` are aiokafka's warning and error messages, oldest first. Never names a secret.
-    """
-    kafka = settings.kafka
-    servers, protocol = kafka.bootstrap_servers, kafka.security_protocol
-    mechanism, user = kafka.sasl_mechanism or "PLAIN", kafka.sasl_username
-    said = "\n".join(reasons)
-    tls = protocol in ("SSL", "SASL_SSL")
-    if "SaslAuthenticationFailed" in said or "Authentication failed" in said:
-        return (
-            f"Kafka at {servers} refused the login of user {user!r} ({mechanism}): check "
-            "kafka.sasl_username and the password, and that the user exists for "
-            f"{mechanism} on this cluster"
-        )
-    if "UnsupportedSaslMechanism" in said:
-        return (
-            f"Kafka at {servers} does not offer SASL mechanism {mechanism} on this listener: "
-            "set kafka.sasl_mechanism to one it enables (the broker's sasl.enabled.mechanisms)"
-        )
-    if "IllegalSaslState" in said:
-        return (
-            f"Kafka at {servers} does not speak SASL on this listener: kafka.security_protocol "
-            f"is {protocol}; use the protocol of the listener (PLAINTEXT or SSL, say)"
-        )
-    unreachable = ("Connect call failed", "Name or service not known", "getaddrinfo")
-    if not any(text in said for text in unreachable):
-        if tls:
-            return (
-                f"the TLS connection to Kafka at {servers} failed{_last(reasons)}: check that "
-                "the listener uses TLS (else kafka.security_protocol SASL_PLAINTEXT or "
-                "PLAINTEXT) and that kafka.ssl_cafile holds the CA that signed its certificate"
-            )
-        if "closed" in said:
-            return (
-                f"Kafka at {servers} closed the connection{_last(reasons)}: the listener "
-                f"probably expects another kafka.security_protocol than {protocol} (SASL or "
-                "TLS)"
-            )
-    return (
-        f"cannot reach Kafka at {servers}{_last(reasons)}: check kafka.bootstrap_servers and "
-        "that this host can reach them (DNS, network, firewall)"
-    )
-
-
-def _last(reasons: Sequence[str]) -> str:
-    # aiokafka leaves "...: " when the exception had no text (a TLS handshake cut short).
-    return f" ({reasons[-1].rstrip(': ')})" if reasons else ""
-
-
-@contextmanager
-def _kafka_reasons() -> Iterator[list[str]]:
-    """Collect aiokafka's warnings (the reason a connection failed) instead of printing them."""
-    reasons: list[str] = []
-
-    class Collect(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            reasons.append(record.getMessage())
-
-    logger = logging.getLogger("aiokafka")
-    handler = Collect(logging.WARNING)
-    saved = logger.propagate
-    logger.addHandler(handler)
-    logger.propagate = False
-    try:
-        yield reasons
-    finally:
-        logger.removeHandler(handler)
-        logger.propagate = saved
-
-
-def render_reports(reports: list[TopicReport]) -> str:
-    """The report `topics create|check` prints: each topic, its facts and findings."""
-    lines: list[str] = []
+    problems: list[str] = []
     for report in reports:
-        state = "unusable" if has_problems(report.findings) else "ok"
-        if report.findings and state == "ok":
-            state = "ok, with warnings"
-        created = "created; " if report.created else ""
-        if report.created is False:
-            created = "existed, left as it is; "
-        lines.append(f"{report.name} ({report.role.value}): {created}{state}")
-        if report.described is not None:
-            lines.append(f"    {report.described.summary()}")
-        lines += [f"    {f.severity.value}: {f.text}" for f in report.findings]
-    unusable = sum(has_problems(report.findings) for report in reports)
-    if unusable:
-        lines.append(f"{unusable} topic(s) unusable as configured: fix the problems above.")
-    else:
-        inputs = next(r.described for r in reports if r.role is Role.INPUT)
-        assert inputs is not None  # a missing input topic is a problem
-        lines.append(
-            f"streamstop can use these topics; the input topic's {inputs.partitions} "
-            f"partitions let up to {inputs.partitions} streamstop instances share the work."
-        )
-    return "\n".join(lines)
+        for finding in report.findings:
+            if finding.severity is Severity.PROBLEM and report.role.written:
+                problems.append(f"{report.role.value}: topic {report.name!r} {finding.text}")
+            else:
+                log.warning("topic_warning", topic=report.name, warning=finding.text)
+    if problems:
+        raise ConfigError(problems)
+    return {report.name: report.described for report in reports if report.described}
+
+
+class TopicLimits:
+    """Each written topic's effective `max.message.bytes` (the publisher's `Limits`)."""
+
+    def __init__(self, admin: Any, topics: dict[str, TopicDescription]) -> None:
+        self._admin = admin
+        self._limits = {name: topic.max_message_bytes for name, topic in topics.items()}
+
+    def max_message_bytes(self, topic: str) -> int:
+        return self._limits.get(topic) or DEFAULT_MAX_MESSAGE_BYTES
+
+    async def refresh(self, topic: str) -> None:
+        """Read the topic's limit again (an operator may have lowered it)."""
+        try:
+            described = await describe_topics(self._admin, [topic])
+        except (KafkaError, TimeoutError) as exc:
+            log.warning("topic_limit_not_refreshed", topic=topic, error=repr(exc))
+            return
+        if topic in described:
+            self._limits[topic] = described[topic].max_message_bytes

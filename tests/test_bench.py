@@ -16,7 +16,7 @@ import orjson
 import pytest
 from kafkahelp import MakeTopic, Message, consume_all, lag, produce, unique_name
 
-from streamstop.core.results import Status, build_result
+from streamstop.core.results import Resolution, Status, build_result
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -167,15 +167,12 @@ def test_java_anchor_writes_the_results_streamstop_writes(
         orjson.loads(
             build_result(
                 uuid=None,
-                status=Status.STOPPED,
-                code=200,
-                error=None,
+                resolution=Resolution(Status.STOPPED, 200, None, 1),
                 request_id=None,
                 topic=topic,
                 partition=0,
                 offset=0,
                 batch_id=None,
-                attempts=1,
                 received_at="",
                 completed_at="",
             )

@@ -18,7 +18,8 @@ from kafkahelp import blocking, create_topic, delete_topics, unique_name
 from streamstop.config import Settings, load
 from streamstop.core.topicrules import TopicDescription
 from streamstop.kafkaclients import make_admin
-from streamstop.topics import describe_topics, diagnose_connection, review_topics
+from streamstop.topics import describe_topics, review_topics
+from streamstop.topics_command import diagnose_connection
 
 Topics = dict[str, str]
 
