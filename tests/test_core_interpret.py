@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from multidict import CIMultiDict
 
 from streamstop.core.interpret import (
-    MAX_RETRY_AFTER_S,
+    DEFAULT_MAX_RETRY_AFTER_S,
     ConfigError,
     Final,
     Interpretation,
@@ -87,12 +87,6 @@ def test_documented_shape_variants_are_accepted(body: bytes) -> None:
         b"[]",
         orjson.dumps({"errors": False}),
         orjson.dumps({"items": {"messageUuid": A, "code": 200}}),
-        orjson.dumps({"items": [[A, 200]]}),
-        orjson.dumps({"items": [{"messageUuid": A}]}),
-        items_body((A, True)),
-        items_body((A, "200")),
-        items_body((A, 200.0)),
-        items_body((A, 200), (None, 200)),  # type: ignore[arg-type]
         items_body((A, 200), errors="yes"),
     ],
 )
@@ -101,6 +95,43 @@ def test_a_2xx_body_not_of_the_documented_shape_is_retried(body: bytes) -> None:
     assert verdict.kind is Kind.RETRY
     assert verdict.reason == "HTTP 200 with a body not of the documented shape"
     assert verdict.outcomes([A, B]) == dict.fromkeys([A, B], Retry(verdict.reason))
+
+
+@pytest.mark.parametrize(
+    "bad_item",
+    [
+        [C, 200],
+        C,
+        None,
+        {"messageUuid": C},
+        {"code": 200},
+        {"messageUuid": C, "code": True},
+        {"messageUuid": C, "code": "200"},
+        {"messageUuid": C, "code": 200.0},
+        {"messageUuid": C, "code": None},
+        {"messageUuid": None, "code": 200},
+        {"messageUuid": 7, "code": 200},
+        {"messageUuid": [C], "code": 200},
+    ],
+)
+def test_a_malformed_item_affects_only_that_item(bad_item: object) -> None:
+    # One broken item among 10,000 must not send the other 9,999 round again.
+    body = orjson.dumps(
+        {
+            "errors": False,
+            "items": [
+                {"messageUuid": A, "code": 200},
+                bad_item,
+                {"messageUuid": B, "code": 404},
+            ],
+        }
+    )
+    verdict = interpret(200, body, [A, B, C])
+    assert verdict.kind is Kind.ITEMS
+    assert verdict.codes == {A: 200, B: 404}
+    assert verdict.missing == [C]
+    assert verdict.malformed_items == 1
+    assert verdict.outcomes([A, B, C])[C] == Retry("missing from the response")
 
 
 @pytest.mark.parametrize("status", [408, 429, 500, 502, 503, 504, 599])
@@ -180,13 +211,13 @@ def test_retry_after_is_read_in_seconds_or_as_an_http_date() -> None:
     [
         ("0", 0.0),
         ("1.5", 1.5),
-        ("99999999999999999999999", MAX_RETRY_AFTER_S),
+        ("99999999999999999999999", DEFAULT_MAX_RETRY_AFTER_S),
         ("Fri, 02 Jan 2026 03:04:15 GMT", 10.0),
         ("Friday, 02-Jan-26 03:04:15 GMT", 10.0),
         ("Fri Jan  2 03:04:15 2026", 10.0),
         ("Fri, 02 Jan 2026 03:04:15 -0000", 10.0),
         ("Thu, 01 Jan 2026 00:00:00 GMT", 0.0),
-        ("Sat, 02 Jan 2100 00:00:00 GMT", MAX_RETRY_AFTER_S),
+        ("Sat, 02 Jan 2100 00:00:00 GMT", DEFAULT_MAX_RETRY_AFTER_S),
         ("-5", None),
         ("soon", None),
         ("", None),
@@ -197,10 +228,24 @@ def test_parse_retry_after(value: str | None, expected: float | None) -> None:
     assert parse_retry_after(value, NOW) == expected
 
 
-@given(st.text(max_size=40))
-def test_any_retry_after_parses_without_raising(value: str) -> None:
-    seconds = parse_retry_after(value, NOW)
-    assert seconds is None or 0.0 <= seconds <= MAX_RETRY_AFTER_S
+def test_the_default_cap_on_retry_after_is_five_minutes() -> None:
+    # A far-future HTTP-date used to hold every request for an hour.
+    assert DEFAULT_MAX_RETRY_AFTER_S == 300.0
+
+
+@pytest.mark.parametrize(
+    "value", ["Fri, 01 Jan 2100 00:00:00 GMT", "Fri, 02 Jan 2026 03:34:05 GMT", "1800", "45.5"]
+)
+@pytest.mark.parametrize("cap", [1.0, 45.0, 1200.0])
+def test_retry_after_is_capped_at_the_configured_maximum(value: str, cap: float) -> None:
+    verdict = interpret_response(429, {"Retry-After": value}, b"", [A], NOW, max_retry_after_s=cap)
+    assert verdict.retry_after_s == min(cap, 1800.0 if ":" in value else float(value))
+
+
+@given(st.text(max_size=40), st.floats(0.001, 1e6))
+def test_any_retry_after_parses_without_raising(value: str, cap: float) -> None:
+    seconds = parse_retry_after(value, NOW, cap)
+    assert seconds is None or 0.0 <= seconds <= cap
 
 
 def test_status_for_code() -> None:
@@ -260,6 +305,48 @@ def test_returned_codes_follow_the_first_item_per_uuid(answers: list[tuple[bool,
     for uuid, code in pairs:
         expected.setdefault(uuid.lower(), code)
     assert verdict.codes == expected
+
+
+bad_items = st.sampled_from(
+    [
+        {"messageUuid": None, "code": 200},
+        {"code": 200},
+        "not an object",
+        None,
+        [A, 200],
+    ]
+) | st.builds(
+    lambda uuid, code: {"messageUuid": uuid, "code": code},
+    st.sampled_from([A, B, C, A.upper()]),
+    st.sampled_from(["200", 200.5, None, True, [200]]),
+)
+good_items = st.builds(
+    lambda uuid, code: {"messageUuid": uuid, "code": code},
+    st.sampled_from([A, B, C, A.upper(), C.upper()]) | uuids,
+    st.integers(0, 999),
+)
+
+
+@given(st.lists(good_items | bad_items, max_size=30))
+def test_malformed_items_never_change_what_the_good_ones_say(items: list[object]) -> None:
+    requested = [A, B, C]
+    body = orjson.dumps({"errors": True, "items": items})
+    verdict = interpret(200, body, requested)
+    good = [
+        item
+        for item in items
+        if type(item) is dict
+        and type(item.get("messageUuid")) is str
+        and type(item.get("code")) is int
+    ]
+    expected: dict[str, int] = {}
+    for item in good:
+        assert isinstance(item, dict)
+        expected.setdefault(item["messageUuid"].lower(), item["code"])
+    assert verdict.kind is Kind.ITEMS
+    assert verdict.codes == {u: code for u, code in expected.items() if u in requested}
+    assert verdict.missing == [u for u in requested if u not in expected]
+    assert verdict.malformed_items == len(items) - len(good)
 
 
 def test_a_full_batch_answer_is_cheap_to_interpret() -> None:
