@@ -7,8 +7,9 @@ import subprocess
 import sys
 
 import orjson
+import pytest
 
-from streamstop.logs import RepeatFilter
+from streamstop.logs import RepeatFilter, masked_url
 
 
 class Clock:
@@ -66,3 +67,82 @@ def test_the_count_reaches_the_json_line() -> None:
     assert "repeated" not in lines[0]
     assert lines[1]["repeated"] == 2
     assert lines[1]["logger"] == "aiokafka"
+
+
+# A token may hold `"` and `\` (printable ASCII): JSON escapes both, which once hid it
+# from a mask applied to the rendered line.
+ESCAPED_TOKEN = 'abc"def\\ghi-T0KEN'
+
+
+def _lines_of(code: str, fmt: str = "json") -> str:
+    prelude = (
+        "import logging, structlog\n"
+        "from streamstop import logs\n"
+        f"logs.configure(fmt={fmt!r})\n"
+        f"token = {ESCAPED_TOKEN!r}\n"
+        "logs.register_secret(token)\n"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", prelude + code], capture_output=True, text=True, check=True
+    ).stdout
+
+
+def _assert_masked(out: str) -> None:
+    assert out.count("***") >= 1, out
+    for leak in ("abc", "def", "ghi"):
+        assert leak not in out, out
+
+
+def test_a_token_with_quotes_and_backslashes_is_masked_in_structlog_lines() -> None:
+    out = _lines_of(
+        "log = structlog.get_logger('t')\n"
+        "log.error('api_error', reason=f'Authorization: Basic {token}', items=[token],"
+        " nested={'a': (token,)}, obj=Exception(token))\n"
+    )
+    [line] = out.splitlines()
+    event = orjson.loads(line)
+    assert event["reason"] == "Authorization: Basic ***"
+    assert event["items"] == ["***"]
+    assert event["nested"] == {"a": ["***"]}
+    _assert_masked(out)
+
+
+def test_a_token_with_quotes_and_backslashes_is_masked_in_stdlib_lines() -> None:
+    out = _lines_of(
+        "log = logging.getLogger('aiohttp.client')\n"
+        "log.warning('sent %s', {'Authorization': 'Basic ' + token})\n"
+        "try:\n"
+        "    raise ValueError(token)\n"
+        "except ValueError:\n"
+        "    log.exception('failed with %r', token)\n"
+    )
+    lines = out.splitlines()
+    assert len(lines) == 2
+    for line in lines:
+        orjson.loads(line)
+    _assert_masked(out)
+
+
+def test_a_token_with_quotes_and_backslashes_is_masked_in_console_lines() -> None:
+    out = _lines_of(
+        "structlog.get_logger('t').error('api_error', reason=token, quoted=repr(token))\n"
+        "logging.getLogger('aiokafka').error('token %r', token)\n",
+        fmt="console",
+    )
+    assert len(out.splitlines()) == 2
+    _assert_masked(out)
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("https://api.example/stop", "https://api.example/stop"),
+        ("https://api.example/stop?key=s3cret&x=1", "https://api.example/stop?key=***&x=***"),
+        ("https://api.example/stop?s3cret#frag", "https://api.example/stop?***#***"),
+        ("http://user:p%40ss@proxy:3128", "http://user:***@proxy:3128"),
+        ("http://proxy.example:3128", "http://proxy.example:3128"),
+        ("http://[::1", "***"),
+    ],
+)
+def test_masked_url_hides_passwords_and_query_values(url: str, shown: str) -> None:
+    assert masked_url(url) == shown
