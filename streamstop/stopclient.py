@@ -9,6 +9,7 @@ import asyncio
 import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import aiohttp
 import orjson
@@ -44,13 +45,13 @@ class StopClient:
         *,
         token: Callable[[], str],
         timeout_s: float,
-        ca_file: str,
+        ca_file: Path | None,
         max_connections: int,
     ) -> None:
         self._url = url
         self._token = token
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
-        self._ssl = ssl.create_default_context(cafile=ca_file or None)
+        self._ssl = ssl.create_default_context(cafile=ca_file)
         self._max_connections = max_connections
         self._session: aiohttp.ClientSession | None = None
 

@@ -23,7 +23,7 @@ from pydantic import SecretStr, ValidationError
 from pydantic_core import ErrorDetails
 
 from streamstop.config.models import ConfigError, Settings
-from streamstop.logs import MASK
+from streamstop.logs import MASK, masked_url
 
 ENV_PREFIX = "STREAMSTOP_"
 ENV_NESTING = "__"
@@ -146,9 +146,16 @@ def _run_requirements(settings: Settings) -> list[str]:
     return problems
 
 
+# URLs that may carry a secret in a query string or (the proxy's) user-info.
+_URL_KEYS = (("api", "url"), ("api", "proxy_url"))
+
+
 def render_effective(settings: Settings) -> str:
     """The effective configuration as JSON, every key, secrets masked: for `check-config`."""
-    return json.dumps(_displayable(settings.model_dump()), indent=2)
+    shown = _displayable(settings.model_dump())
+    for section, key in _URL_KEYS:
+        shown[section][key] = masked_url(shown[section][key])
+    return json.dumps(shown, indent=2)
 
 
 def _displayable(value: Any) -> Any:
