@@ -25,7 +25,7 @@ from streamstop.core.results import Status
 from streamstop.core.throttle import Throttle
 from streamstop.logs import mask_secrets
 from streamstop.metrics import Metrics
-from streamstop.stopclient import CredentialsError, StopClient, TransportError
+from streamstop.stopclient import ApiConfigError, StopClient, TransportError
 
 log = structlog.get_logger("streamstop.stopper")
 
@@ -228,7 +228,7 @@ class Stopper:
                 self.throttle.on_transient(time.monotonic(), None, slow_down=False)
                 log.warning("api_transport_error", batch_id=batch_id, error=str(exc))
                 return Kind.RETRY, f"connection error: {exc}", {}, unit
-            except CredentialsError as exc:
+            except ApiConfigError as exc:
                 # No request went out: the token itself is unusable. Wait for a fixed
                 # Secret like for a 401, without marking anything failed.
                 return self._configuration_error(time.monotonic(), batch_id, None, str(exc), unit)
