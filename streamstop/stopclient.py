@@ -23,7 +23,11 @@ import structlog
 from aiohttp import hdrs
 
 from streamstop.config import ConfigError
-from streamstop.config.models import DEFAULT_MAX_RESPONSE_BYTES, load_client_certificate
+from streamstop.config.models import (
+    DEFAULT_MAX_RESPONSE_BYTES,
+    check_proxy_url,
+    load_client_certificate,
+)
 from streamstop.core.interpret import MESSAGE_SCAN_BYTES
 from streamstop.logs import masked_url, register_secret
 
@@ -90,9 +94,15 @@ class StopClient:
         self._max_connections = max_connections
         self._max_response_bytes = max_response_bytes
         self._proxy = proxy_url or (_env_proxy(url) if trust_env else None)
+        # Why no request can be sent as configured (a bad proxy from the environment).
+        self._unusable: str | None = None
         if self._proxy:
             # Proxy credentials must never reach a log line, whatever quotes them.
-            register_secret(urlsplit(self._proxy).password)
+            register_secret(_password(self._proxy))
+            try:
+                check_proxy_url(self._proxy)
+            except ValueError as exc:
+                self._unusable = f"the environment's HTTPS_PROXY {exc} (api.trust_env)"
         self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
@@ -121,6 +131,8 @@ class StopClient:
         configured, TransportError when there is no usable answer (ResponseTooLarge for
         a 2xx over `api.max_response_bytes`)."""
         assert self._session is not None, "StopClient.start() not called"
+        if self._unusable is not None:
+            raise ApiConfigError(self._unusable)
         try:
             token = self._token()
         except ConfigError as exc:
@@ -176,11 +188,22 @@ class StopClient:
 
 def _env_proxy(url: str) -> str | None:
     """The proxy HTTPS_PROXY (or HTTP_PROXY for http://) names for `url`, unless NO_PROXY
-    excludes its host; the standard library's reading of those variables."""
+    excludes its host; the standard library's reading of those variables. A bare
+    host:port means http://, as for curl."""
     parts = urlsplit(url)
     if parts.hostname is None or urllib.request.proxy_bypass(parts.hostname):
         return None
-    return urllib.request.getproxies_environment().get(parts.scheme)
+    proxy = urllib.request.getproxies_environment().get(parts.scheme)
+    if proxy and "://" not in proxy:
+        proxy = f"http://{proxy}"
+    return proxy
+
+
+def _password(url: str) -> str | None:
+    try:
+        return urlsplit(url).password
+    except ValueError:
+        return None
 
 
 def _failure(exc: BaseException) -> ApiConfigError | TransportError:

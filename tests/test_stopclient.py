@@ -320,6 +320,33 @@ async def test_the_environments_proxy_is_used_only_with_trust_env(
     assert bool(proxy.tunnels) is proxied
 
 
+async def test_a_bare_host_and_port_in_https_proxy_means_http(
+    tls_fake: FakeApi, ca: TestCa, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with running_proxy() as proxy:
+        monkeypatch.setenv("HTTPS_PROXY", f"127.0.0.1:{proxy.port}")
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        assert_answered(await post(tls_fake.url, ca_file=ca.ca_file, trust_env=True))
+    assert len(proxy.tunnels) == 1
+
+
+async def test_a_proxy_of_another_kind_in_the_environment_is_a_configuration_error(
+    tls_fake: FakeApi, ca: TestCa, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tls_fake.reset()
+    monkeypatch.setenv("HTTPS_PROXY", "socks5://u:S0cks-Pass-DISTINCT@127.0.0.1:1080")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    with pytest.raises(ApiConfigError) as caught:
+        await post(tls_fake.url, ca_file=ca.ca_file, trust_env=True)
+    assert str(caught.value) == (
+        "the environment's HTTPS_PROXY must be an http:// URL of an HTTP CONNECT proxy "
+        "(api.trust_env)"
+    )
+    assert mask_secrets("S0cks-Pass-DISTINCT") == "***"
+    monkeypatch.delenv("HTTPS_PROXY")  # urllib, reading what the simulator received, obeys it
+    assert tls_fake.received() == []
+
+
 async def test_a_dead_proxy_is_a_transient_failure(tls_fake: FakeApi, ca: TestCa) -> None:
     async with running_proxy() as proxy:
         dead = proxy.url

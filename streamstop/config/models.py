@@ -225,13 +225,8 @@ class ApiSettings(BaseModel):
     @field_validator("proxy_url")
     @classmethod
     def _proxy_url(cls, value: str) -> str:
-        if not value:
-            return value
-        parts = _split_url(value)
-        if parts is None or parts.scheme != "http" or not parts.hostname:
-            raise ValueError("must be empty or an http:// URL of an HTTP CONNECT proxy")
-        if parts.path not in ("", "/") or parts.query or parts.fragment:
-            raise ValueError("must be http://[user:password@]host[:port] without a path")
+        if value:
+            check_proxy_url(value)
         return value
 
     @field_validator("token")
@@ -270,6 +265,16 @@ def load_client_certificate(context: ssl.SSLContext, certfile: Path, keyfile: Pa
     An encrypted key is refused rather than prompted for: a daemon has no terminal.
     """
     context.load_cert_chain(certfile, keyfile, password="")
+
+
+def check_proxy_url(value: str) -> None:
+    """Raise ValueError unless `value` is `http://[user:password@]host[:port]`: an HTTP
+    CONNECT proxy, the only kind the API client speaks."""
+    parts = _split_url(value)
+    if parts is None or parts.scheme != "http" or not parts.hostname:
+        raise ValueError("must be an http:// URL of an HTTP CONNECT proxy")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ValueError("must be http://[user:password@]host[:port] without a path")
 
 
 def _split_url(value: str) -> SplitResult | None:
