@@ -17,7 +17,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from connect_proxy import running_proxy
 from fakeapi_proc import FakeApi, running_fake_api
-from test_fakeapi import DEFAULTS, uuid_ending
+from test_fakeapi import uuid_ending
 from tlscerts import TestCa
 
 from streamstop.config import ConfigError
@@ -59,19 +59,6 @@ def assert_answered(response: Response) -> None:
     verdict = interpret_response(response.status, response.headers, response.body, UUIDS, 0.0)
     assert verdict.kind is Kind.ITEMS
     assert verdict.codes == {uuid: code_for(uuid) for uuid in UUIDS}
-
-
-@pytest.fixture(scope="module")
-def shared_fake() -> Iterator[FakeApi]:
-    with running_fake_api() as fake:
-        yield fake
-
-
-@pytest.fixture
-def fake(shared_fake: FakeApi) -> FakeApi:
-    shared_fake.set(**DEFAULTS)
-    shared_fake.reset()
-    return shared_fake
 
 
 @pytest.fixture(scope="module")
