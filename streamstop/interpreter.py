@@ -42,11 +42,8 @@ _PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
 class Interpreter:
     """Interprets answers: small ones inline, large ones in a child process."""
 
-    def __init__(
-        self, *, max_retry_after_s: float, inline_max_bytes: int = INLINE_MAX_BYTES
-    ) -> None:
+    def __init__(self, *, max_retry_after_s: float) -> None:
         self._max_retry_after_s = max_retry_after_s
-        self._inline_max_bytes = inline_max_bytes
         self._one_at_a_time = asyncio.Lock()
 
     async def interpret(
@@ -61,7 +58,7 @@ class Interpreter:
         status, body = response.status, response.body
         # Only a 2xx body can be large (the client reads 64 KiB of any other), and only
         # other answers need `redact`, whose registered secrets a child would not know.
-        if len(body) <= self._inline_max_bytes or not 200 <= status < 300:
+        if len(body) <= INLINE_MAX_BYTES or not 200 <= status < 300:
             return interpret_response(
                 status,
                 response.headers,
@@ -90,6 +87,9 @@ async def _in_child(job: Mapping[str, Any], body: bytes) -> Interpretation:
         "streamstop.interpreter",
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
+        # Every line the pod writes is JSON: a traceback would not be. Its exit code is
+        # logged instead.
+        stderr=asyncio.subprocess.DEVNULL,
         env={**os.environ, "PYTHONPATH": _child_path()},
     )
     assert child.stdin is not None

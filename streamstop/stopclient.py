@@ -94,11 +94,13 @@ class StopClient:
         self._max_connections = max_connections
         self._max_response_bytes = max_response_bytes
         self._proxy = proxy_url or (_env_proxy(url) if trust_env else None)
-        # Why no request can be sent as configured (a bad proxy from the environment).
-        self._unusable: str | None = None
         if self._proxy:
             # Proxy credentials must never reach a log line, whatever quotes them.
             register_secret(_password(self._proxy))
+        # Why no request can be sent as configured: api.proxy_url was checked when the
+        # configuration loaded, the environment's proxy is checked here.
+        self._unusable: str | None = None
+        if self._proxy and not proxy_url:
             try:
                 check_proxy_url(self._proxy)
             except ValueError as exc:
