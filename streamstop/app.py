@@ -33,6 +33,7 @@ from streamstop.config import ConfigError, Settings
 from streamstop.core.resolution import RetryPolicy
 from streamstop.exitcodes import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK
 from streamstop.health import HealthServer
+from streamstop.interpreter import Interpreter
 from streamstop.kafkaclients import make_admin, make_consumer, make_producer
 from streamstop.lag import LagMonitor
 from streamstop.metrics import Metrics
@@ -136,21 +137,27 @@ class Daemon:
         self._closing(stack, health.stop)
         log.info("http_listening", port=health.port, version=__version__)
 
+        api = settings.api
         client = StopClient(
-            settings.api.url,
+            api.url,
             token=self._token,
-            timeout_s=settings.api.timeout_s,
-            ca_file=settings.api.ca_file,
+            timeout_s=api.timeout_s,
+            ca_file=api.ca_file,
             max_connections=settings.batch.max_in_flight,
+            max_response_bytes=api.max_response_bytes,
+            client_certfile=api.client_certfile,
+            client_keyfile=api.client_keyfile,
+            proxy_url=api.proxy_url,
+            trust_env=api.trust_env,
         )
         await client.start()
         self._closing(stack, client.close)
         stopper = Stopper(
             client,
+            Interpreter(max_retry_after_s=settings.retry.max_retry_after_s),
             max_in_flight=settings.batch.max_in_flight,
             max_batch_size=settings.batch.max_size,
-            max_requests_per_second=settings.api.max_requests_per_second,
-            max_retry_after_s=settings.retry.max_retry_after_s,
+            max_requests_per_second=api.max_requests_per_second,
             policy=RetryPolicy(
                 settings.retry.initial_backoff_ms,
                 settings.retry.max_backoff_ms,

@@ -1,7 +1,9 @@
 """Logging: every line the process writes is one structlog JSON object (or console text).
 
-Standard-library loggers (aiokafka, aiohttp) are routed through the same renderer, and
-registered secrets are masked in the final line, whatever put them there.
+Standard-library loggers (aiokafka, aiohttp) are routed through the same renderer.
+Registered secrets are masked in every value before rendering (so escaping cannot hide a
+`"` or `\\` in a secret from the mask) and again in the final line, in each written form a
+secret can take there, whatever put it there.
 """
 
 from __future__ import annotations
@@ -10,27 +12,71 @@ import logging
 import sys
 import time
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 import structlog
 from structlog.types import EventDict, Processor, WrappedLogger
 
-_secrets: set[str] = set()
 MASK = "***"
+_secrets: set[str] = set()
+# Every written form of every secret, longest first so a longer form is masked whole.
+_forms: tuple[str, ...] = ()
 
 
 def register_secret(value: str | None) -> None:
     """Mask `value` wherever it would appear in a log line from now on."""
-    if value and len(value) >= 4:
+    global _forms
+    if value and len(value) >= 4 and value not in _secrets:
         _secrets.add(value)
+        _forms = tuple(sorted({*_forms, *_written_forms(value)}, key=len, reverse=True))
+
+
+def _written_forms(secret: str) -> set[str]:
+    """`secret` as it reads inside a JSON string, a repr, and a repr inside JSON."""
+    as_json = orjson.dumps(secret).decode()[1:-1]
+    as_repr = repr(secret)[1:-1]
+    return {secret, as_json, as_repr, orjson.dumps(as_repr).decode()[1:-1]}
 
 
 def mask_secrets(line: str) -> str:
-    """Replace every registered secret in `line` by a mask."""
-    for secret in _secrets:
-        if secret in line:
-            line = line.replace(secret, MASK)
+    """Replace every registered secret in `line`, in any written form, by a mask."""
+    for form in _forms:
+        if form in line:
+            line = line.replace(form, MASK)
     return line
+
+
+def masked_url(url: str) -> str:
+    """`url` for display: a password in it and the values of its query string masked."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return MASK
+    netloc = parts.netloc
+    if password is not None:
+        userinfo, _, host = netloc.rpartition("@")
+        netloc = f"{userinfo.partition(':')[0]}:{MASK}@{host}"
+    pairs = (pair.partition("=") for pair in parts.query.split("&")) if parts.query else ()
+    query = "&".join(f"{name}={MASK}" if equals else MASK for name, equals, _ in pairs)
+    fragment = MASK if parts.fragment else ""
+    return urlunsplit(parts._replace(netloc=netloc, query=query, fragment=fragment))
+
+
+def _masked(value: Any) -> Any:
+    if isinstance(value, str):
+        return mask_secrets(value)
+    if isinstance(value, dict):
+        return {key: _masked(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_masked(item) for item in value]
+    return value
+
+
+def _mask_values(logger: WrappedLogger, name: str, event: EventDict) -> EventDict:
+    """Mask secrets in every string of the event, before a renderer escapes them."""
+    return _masked(event)  # type: ignore[no-any-return]
 
 
 def _orjson_dumps(event: EventDict, **_: Any) -> str:
@@ -120,6 +166,7 @@ def configure(level: str = "info", fmt: str = "json") -> None:
             *shared,
             structlog.processors.StackInfoRenderer(),
             exc_processor if fmt == "json" else structlog.dev.set_exc_info,
+            _mask_values,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
@@ -135,6 +182,7 @@ def configure(level: str = "info", fmt: str = "json") -> None:
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             exc_processor if fmt == "json" else structlog.dev.set_exc_info,
+            _mask_values,
             renderer,
         ],
     )

@@ -20,7 +20,7 @@ from typing import NamedTuple
 import structlog
 
 from streamstop.core.breaker import RejectionBreaker
-from streamstop.core.interpret import Kind, interpret_response
+from streamstop.core.interpret import Kind
 from streamstop.core.resolution import (
     Answered,
     BatchResolution,
@@ -33,9 +33,10 @@ from streamstop.core.resolution import (
 )
 from streamstop.core.results import Resolution
 from streamstop.core.throttle import Throttle
+from streamstop.interpreter import Interpreter
 from streamstop.logs import mask_secrets
 from streamstop.metrics import Metrics
-from streamstop.stopclient import CredentialsError, StopClient, TransportError
+from streamstop.stopclient import ApiConfigError, ResponseTooLarge, StopClient, TransportError
 
 log = structlog.get_logger("streamstop.stopper")
 
@@ -55,15 +56,16 @@ class Stopper:
     def __init__(
         self,
         client: StopClient,
+        interpreter: Interpreter,
         *,
         max_in_flight: int,
         max_batch_size: int,
         max_requests_per_second: float,
-        max_retry_after_s: float,
         policy: RetryPolicy,
         metrics: Metrics,
     ) -> None:
         self._client = client
+        self._interpreter = interpreter
         self._slots = asyncio.Semaphore(max_in_flight)
         self._probe = asyncio.Lock()
         self._policy = policy
@@ -73,7 +75,6 @@ class Stopper:
             initial_backoff_ms=policy.initial_backoff_ms,
             max_backoff_ms=policy.max_backoff_ms,
             max_requests_per_second=max_requests_per_second,
-            max_retry_after_s=max_retry_after_s,
             rand=self._rand,
         )
         self.breaker = RejectionBreaker(max_batch_size)
@@ -111,26 +112,28 @@ class Stopper:
             began = time.monotonic()
             try:
                 response = await self._client.post(unit, batch_id)
+            except ResponseTooLarge as exc:
+                self._metrics.api_requests.labels(outcome="too_large").inc()
+                self.throttle.on_transient(time.monotonic(), None, slow_down=False)
+                log.warning("api_answer_too_large", batch_id=batch_id, error=str(exc))
+                return Attempt(Transient(Cause.TOO_LARGE, str(exc)), None)
             except TransportError as exc:
                 self._metrics.api_requests.labels(outcome="connection_error").inc()
                 self.throttle.on_transient(time.monotonic(), None, slow_down=False)
                 log.warning("api_transport_error", batch_id=batch_id, error=str(exc))
                 return Attempt(Transient(Cause.CONNECTION, f"connection error: {exc}"), None)
-            except CredentialsError as exc:
-                # No request went out: the token itself is unusable. Wait for a fixed
-                # Secret like for a 401, without marking anything failed.
+            except ApiConfigError as exc:
+                # The API cannot be used as configured (an unreadable token, a certificate
+                # that does not verify, a name that does not resolve): no request reached
+                # it. Wait for the fix like for a 401, without marking anything failed.
                 return Attempt(Held(str(exc), sent=False), None)
             finally:
                 self._metrics.in_flight.dec()
                 self._metrics.api_latency.observe(time.monotonic() - began)
-            verdict = interpret_response(
-                response.status,
-                response.headers,
-                response.body,
-                unit,
-                time.time(),
-                redact=mask_secrets,
-            )
+        # Outside the request slot: a large answer is parsed away from the event loop.
+        verdict = await self._interpreter.interpret(response, unit, time.time(), mask_secrets)
+        if verdict.malformed_items:
+            log.warning("api_malformed_items", batch_id=batch_id, items=verdict.malformed_items)
         status = response.status
         self._metrics.api_requests.labels(outcome=_OUTCOMES[verdict.kind]).inc()
         if verdict.kind is Kind.ITEMS:

@@ -10,7 +10,10 @@ import os
 from collections.abc import Iterator
 
 import pytest
+from fakeapi_proc import DEFAULT_TOKEN, FakeApi, running_fake_api
 from kafkahelp import KafkaBroker, MakeTopic, create_topic, delete_topics, kafka_sh, unique_name
+
+from streamstop.fakeapi.switches import Switches
 
 _BROKER_FIXTURES = {"kafka_broker", "kafka_bootstrap"}
 
@@ -62,3 +65,18 @@ def make_topic(kafka_bootstrap: str) -> Iterator[MakeTopic]:
     yield make
     if created:
         delete_topics(kafka_bootstrap, created)
+
+
+@pytest.fixture(scope="module")
+def shared_fake() -> Iterator[FakeApi]:
+    """One `streamstop fake-api` process per test module, stopped at its end."""
+    with running_fake_api() as fake:
+        yield fake
+
+
+@pytest.fixture
+def fake(shared_fake: FakeApi) -> FakeApi:
+    """The module's fake API with every switch at its default and an empty record."""
+    shared_fake.set(**{**Switches().model_dump(mode="json"), "token": DEFAULT_TOKEN})
+    shared_fake.reset()
+    return shared_fake

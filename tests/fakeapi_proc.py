@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import signal
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -37,11 +38,12 @@ def http(
     body: bytes | None = None,
     headers: Mapping[str, str] | None = None,
     timeout_s: float = 10,
+    tls: ssl.SSLContext | None = None,
 ) -> Answer:
-    """One request; 4xx/5xx are answers, not exceptions."""
+    """One request; 4xx/5xx are answers, not exceptions. `tls` verifies an https:// URL."""
     request = urllib.request.Request(url, data=body, method=method, headers=dict(headers or {}))
     try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+        with urllib.request.urlopen(request, timeout=timeout_s, context=tls) as response:
             return Answer(response.status, dict(response.headers), response.read())
     except urllib.error.HTTPError as exc:
         return Answer(exc.code, dict(exc.headers), exc.read())
@@ -50,8 +52,11 @@ def http(
 class FakeApi:
     """One `streamstop fake-api` process; its output goes to a file that outlives it."""
 
-    def __init__(self, args: tuple[str, ...], output: Path) -> None:
+    def __init__(
+        self, args: tuple[str, ...], output: Path, tls: ssl.SSLContext | None = None
+    ) -> None:
         self.output = output
+        self._tls = tls
         self._output_file = output.open("wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "streamstop", "fake-api", "--port", "0", *args],
@@ -94,11 +99,11 @@ class FakeApi:
             sent["Authorization"] = f"Basic {token}"
         sent.update(headers or {})
         payload = body if body is not None else json.dumps({"uuids": uuids or []}).encode()
-        return http("POST", self.url, payload, sent)
+        return http("POST", self.url, payload, sent, tls=self._tls)
 
     def _admin(self, method: str, name: str, data: Mapping[str, object] | None = None) -> Any:
         body = json.dumps(data).encode() if data is not None else None
-        answer = http(method, f"{self.admin}/{name}", body)
+        answer = http(method, f"{self.admin}/{name}", body, tls=self._tls)
         assert answer.status == 200, (answer.status, answer.body)
         return answer.json()
 
@@ -138,10 +143,11 @@ class FakeApi:
 
 
 @contextlib.contextmanager
-def running_fake_api(*args: str) -> Iterator[FakeApi]:
-    """A fake API started with `args`, always stopped by pid at the end."""
+def running_fake_api(*args: str, tls: ssl.SSLContext | None = None) -> Iterator[FakeApi]:
+    """A fake API started with `args`, always stopped by pid at the end; `tls` is how
+    this side verifies it when `args` make it serve HTTPS."""
     with tempfile.TemporaryDirectory(prefix="fakeapi-") as tmp:
-        fake = FakeApi(args, Path(tmp) / "output.log")
+        fake = FakeApi(args, Path(tmp) / "output.log", tls)
         try:
             yield fake
         finally:

@@ -14,7 +14,7 @@ from daemon_proc import TEST_TOKEN, wait_for, write_config
 from kafkahelp import Message, lag
 
 from streamstop.core.decode import Decoded, decode_value
-from streamstop.core.interpret import status_for_code
+from streamstop.core.resolution import resolution_for_code
 from streamstop.fakeapi.rules import code_for
 
 MAX_SIZE = 500
@@ -81,7 +81,7 @@ def expected_result(message: Message) -> Expectation:
     if not isinstance(decoded, Decoded):
         return "invalid", None, None
     code = code_for(decoded.uuid)
-    return status_for_code(code), code, decoded.uuid
+    return resolution_for_code(code, 0).status, code, decoded.uuid
 
 
 Expectation = tuple[str, int | None, str | None]

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from cli_proc import streamstop
 from pydantic import ValidationError
+from tlscerts import TestCa
 
 from streamstop.config import (
     ConfigError,
@@ -60,8 +61,13 @@ def test_built_in_defaults_follow_the_spec() -> None:
     assert settings.api.url == "https://direct.revicom.ltd/api/v1/message/stop"
     assert settings.api.timeout_s == 10
     assert settings.api.max_requests_per_second == 0
+    assert settings.api.ca_file is None
+    assert (settings.api.client_certfile, settings.api.client_keyfile) == (None, None)
+    assert (settings.api.proxy_url, settings.api.trust_env) == ("", False)
+    assert settings.api.max_response_bytes == 16 * 1024 * 1024
     assert (settings.retry.initial_backoff_ms, settings.retry.max_backoff_ms) == (200, 30_000)
     assert settings.retry.deadline_s == 600
+    assert settings.retry.max_retry_after_s == 300
     assert settings.delivery.guarantee == "at_least_once"
     assert settings.observability.log_level == "info"
     assert settings.observability.log_format == "json"
@@ -231,6 +237,14 @@ def test_prefixed_variables_without_double_underscore_are_ignored(tmp_path: Path
         ("kafka", "input_topic", "bad topic"),
         ("api", "url", "ftp://example.com/stop"),
         ("api", "url", "https://user:pw@example.com/stop"),
+        ("api", "url", "https://example.com:99999/stop"),
+        ("api", "max_response_bytes", "65536"),
+        ("api", "proxy_url", "https://proxy.example:3128"),
+        ("api", "proxy_url", "socks5://proxy.example:1080"),
+        ("api", "proxy_url", "http://proxy.example:3128/path"),
+        ("api", "proxy_url", "proxy.example:3128"),
+        ("api", "trust_env", "sometimes"),
+        ("retry", "max_retry_after_s", "0"),
         ("api", "timeout_s", "-1"),
         ("api", "timeout_s", "nan"),
         ("api", "max_requests_per_second", "-0.5"),
@@ -248,6 +262,158 @@ def test_bad_values_are_rejected_naming_the_key(section: str, key: str, value: s
     [problem] = problems_of(None, {**TOKEN_ENV, variable: value})
 
     assert problem.startswith(f"{section}.{key}: ")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://direct.revicom.ltd/api/v1/message/stop",
+        "http://10.0.0.1:8080/stop",
+        "http://localhost.example.com/stop",
+        "http://[::2]/stop",
+    ],
+)
+def test_plain_http_is_refused_unless_the_host_is_loopback(url: str) -> None:
+    [problem] = problems_of(None, {**TOKEN_ENV, "STREAMSTOP_API__URL": url})
+
+    assert problem.startswith("api.url: must be https:// unless its host is loopback")
+    assert "clear text" in problem
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:8080/stop",
+        "http://127.10.20.30/stop",
+        "http://[::1]:8080/stop",
+        "http://localhost:8080/stop",
+        "http://LOCALHOST/stop",
+        "https://direct.revicom.ltd/api/v1/message/stop",
+    ],
+)
+def test_plain_http_to_loopback_and_https_anywhere_are_accepted(url: str) -> None:
+    assert load_settings(None, {**TOKEN_ENV, "STREAMSTOP_API__URL": url}).api.url == url
+
+
+FILE_KEYS = [
+    ("api", "ca_file"),
+    ("api", "client_certfile"),
+    ("kafka", "ssl_cafile"),
+]
+
+
+@pytest.mark.parametrize(("section", "key"), FILE_KEYS)
+def test_a_missing_file_is_one_line_naming_the_key(tmp_path: Path, section: str, key: str) -> None:
+    missing = tmp_path / "nope.pem"
+    variable = f"STREAMSTOP_{section.upper()}__{key.upper()}"
+
+    [problem] = problems_of(None, {**TOKEN_ENV, variable: str(missing)})
+
+    assert problem == (
+        f"{section}.{key}: cannot read {missing}: No such file or directory (from {variable})"
+    )
+
+
+@pytest.mark.parametrize(("section", "key"), FILE_KEYS)
+def test_a_path_that_cannot_be_read_as_a_file_is_one_line(
+    tmp_path: Path, section: str, key: str
+) -> None:
+    variable = f"STREAMSTOP_{section.upper()}__{key.upper()}"
+
+    [problem] = problems_of(None, {**TOKEN_ENV, variable: str(tmp_path)})
+
+    assert problem.startswith(f"{section}.{key}: cannot read {tmp_path}: Is a directory")
+
+
+@pytest.mark.parametrize("key", ["api.ca_file", "kafka.ssl_cafile"])
+def test_a_ca_file_that_is_not_a_pem_bundle_is_refused(tmp_path: Path, key: str) -> None:
+    bundle = write(tmp_path / "ca.pem", "-----BEGIN CERTIFICATE-----\nnope\n")
+    section, name = key.split(".")
+
+    [problem] = problems_of(
+        None, {**TOKEN_ENV, f"STREAMSTOP_{section.upper()}__{name.upper()}": str(bundle)}
+    )
+
+    assert problem.startswith(f"{key}: {bundle} is not a PEM CA bundle (")
+
+
+@pytest.fixture(scope="module")
+def test_ca(tmp_path_factory: pytest.TempPathFactory) -> TestCa:
+    return TestCa(tmp_path_factory.mktemp("ca"), "config")
+
+
+def test_tls_files_that_load_are_accepted(test_ca: TestCa) -> None:
+    certfile, keyfile = test_ca.issue("client", "streamstop.test")
+    env = {
+        **TOKEN_ENV,
+        "STREAMSTOP_API__CA_FILE": str(test_ca.ca_file),
+        "STREAMSTOP_API__CLIENT_CERTFILE": str(certfile),
+        "STREAMSTOP_API__CLIENT_KEYFILE": str(keyfile),
+        "STREAMSTOP_KAFKA__SSL_CAFILE": str(test_ca.ca_file),
+    }
+
+    settings = load_settings(None, env)
+
+    assert settings.api.ca_file == test_ca.ca_file
+    assert (settings.api.client_certfile, settings.api.client_keyfile) == (certfile, keyfile)
+    assert settings.kafka.ssl_cafile == test_ca.ca_file
+
+
+def test_a_client_key_needs_its_certificate(test_ca: TestCa) -> None:
+    _, keyfile = test_ca.issue("lonely", "streamstop.test")
+
+    [problem] = problems_of(None, {**TOKEN_ENV, "STREAMSTOP_API__CLIENT_KEYFILE": str(keyfile)})
+
+    assert problem.startswith("api.client_keyfile: needs api.client_certfile")
+
+
+def test_a_client_certificate_with_the_wrong_key_is_refused(test_ca: TestCa) -> None:
+    certfile, _ = test_ca.issue("one", "one.test")
+    _, other_key = test_ca.issue("two", "two.test")
+    env = {
+        **TOKEN_ENV,
+        "STREAMSTOP_API__CLIENT_CERTFILE": str(certfile),
+        "STREAMSTOP_API__CLIENT_KEYFILE": str(other_key),
+    }
+
+    [problem] = problems_of(None, env)
+
+    assert problem.startswith("api.client_keyfile: api.client_certfile and its key do not load")
+
+
+def test_check_config_masks_secrets_in_urls(tmp_path: Path) -> None:
+    config = write(
+        tmp_path / "c.toml",
+        "[api]\n"
+        'url = "https://api.example/stop?apikey=Q-SECRET-1&region=eu"\n'
+        'proxy_url = "http://svc:P-SECRET-2@proxy.example:3128"\n',
+    )
+
+    done = _check_config(tmp_path, "--config", str(config), env=TOKEN_ENV)
+
+    assert done.returncode == 0, done.stderr
+    shown = json.loads(done.stdout)
+    assert shown["api"]["url"] == "https://api.example/stop?apikey=***&region=***"
+    assert shown["api"]["proxy_url"] == "http://svc:***@proxy.example:3128"
+    assert "SECRET" not in done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("command", ["check-config", "run"])
+def test_a_missing_ca_file_exits_2_with_one_line_from_every_command(
+    tmp_path: Path, command: str
+) -> None:
+    missing = tmp_path / "api-ca.pem"
+    config = write(tmp_path / "c.toml", f'[api]\nca_file = "{missing}"\n')
+
+    done = streamstop(command, "--config", str(config), cwd=tmp_path, env=TOKEN_ENV)
+
+    # check-config says it on stderr; run logs it, one JSON line like every other line.
+    said = done.stderr if command == "check-config" else done.stdout
+    assert done.returncode == 2
+    assert str(missing) in said
+    assert "Traceback" not in done.stdout + done.stderr
+    [line] = [line for line in said.splitlines() if "api.ca_file" in line]
+    assert "cannot read" in line
 
 
 def test_bad_values_in_the_file_name_the_key_and_the_file(tmp_path: Path) -> None:

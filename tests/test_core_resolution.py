@@ -321,3 +321,15 @@ def test_unknown_codes_keep_their_code_with_a_reason() -> None:
         Status.UNKNOWN_CODE, 409, "unknown per-item code 409", 2
     )
     assert resolution_for_code(202, 1).status is Status.STOP_UNCERTAIN
+
+
+def test_each_documented_code_has_its_status() -> None:
+    statuses = [resolution_for_code(code, 1).status for code in (200, 202, 403, 404, 500, 0)]
+    assert statuses == [
+        Status.STOPPED,
+        Status.STOP_UNCERTAIN,
+        Status.ALREADY_SENT,
+        Status.NOT_FOUND,
+        Status.UNKNOWN_CODE,
+        Status.UNKNOWN_CODE,
+    ]

@@ -16,7 +16,6 @@ def throttle(rps: float = 0.0, rand: float = 0.5) -> Throttle:
         initial_backoff_ms=200,
         max_backoff_ms=30_000,
         max_requests_per_second=rps,
-        max_retry_after_s=300.0,
         rand=lambda: rand,
     )
 
@@ -40,12 +39,6 @@ def test_retry_after_holds_back_every_request() -> None:
     assert pacer.next_start(12.0) >= 17.0  # any other request, too
     pacer.on_success()
     assert pacer.next_start(20.0) == 20.0
-
-
-def test_a_far_future_retry_after_is_capped() -> None:
-    pacer = throttle()
-    pacer.on_transient(10.0, retry_after_s=2_000_000_000.0, slow_down=True)
-    assert pacer.next_start(10.0) == 310.0
 
 
 def test_one_stray_failure_does_not_slow_everyone() -> None:

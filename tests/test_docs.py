@@ -52,6 +52,9 @@ def test_configuration_reference_shows_each_default(key: str) -> None:
     literal = re.match(r"`([^`]*)`", shown)
     assert literal is not None, f"{key}: {shown}"
     text = literal[1]
+    if isinstance(value, bool):
+        assert text == str(value).lower(), key
+        return
     assert (float(text) if isinstance(value, int | float) else text) == value, key
 
 

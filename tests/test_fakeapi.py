@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -32,6 +33,11 @@ DEFAULTS: dict[str, object] = {
     "uppercase_items": False,
     "status_override": None,
     "seed": 0,
+    "retry_after_date": "",
+    "malformed_item_rate": 0,
+    "huge_body_mb": 0,
+    "gzip_answers": False,
+    "repeat_stop_code": None,
 }
 HEX = "0123456789abcdef"
 
@@ -58,20 +64,6 @@ def documented_shape(answer: Answer) -> bool:
             for item in body["items"]
         )
     )
-
-
-@pytest.fixture(scope="module")
-def shared_fake() -> Iterator[FakeApi]:
-    with running_fake_api() as fake:
-        yield fake
-
-
-@pytest.fixture
-def fake(shared_fake: FakeApi) -> FakeApi:
-    """The module's fake API with default switches and an empty record."""
-    shared_fake.set(**DEFAULTS)
-    shared_fake.reset()
-    return shared_fake
 
 
 @pytest.mark.parametrize(
@@ -271,6 +263,52 @@ def _jittered(fake: FakeApi) -> None:
     assert max(durations) - min(durations) >= 0.03
 
 
+def _malformed_items(fake: FakeApi) -> None:
+    uuids = [uuid_ending(digit, n) for n, digit in enumerate("0123456789")]
+    body = fake.stop_request(uuids).json()
+    assert isinstance(body["errors"], bool)
+    items = body["items"]
+    assert len(items) == len(uuids)
+    assert all(item["messageUuid"] is None or isinstance(item["code"], str) for item in items)
+    assert any(item["messageUuid"] is None for item in items)
+    assert any(isinstance(item["code"], str) for item in items)
+
+
+def _padded(fake: FakeApi) -> None:
+    uuids = [uuid_ending("0", 1), uuid_ending("c", 2)]
+    answer = fake.stop_request(uuids)
+    assert 2 * 1024 * 1024 < len(answer.body) < 3 * 1024 * 1024
+    items = answer.json()["items"]
+    answered = [item for item in items if item["messageUuid"] in uuids]
+    assert answered == [{"messageUuid": u, "code": code_for(u)} for u in uuids]
+    assert len(items) > 30_000  # the rest is for a uuid nobody asked for
+
+
+def _gzip_bomb(fake: FakeApi) -> None:
+    uuids = [uuid_ending("a", 1)]
+    answer = fake.stop_request(uuids)  # urllib does not decompress
+    assert answer.status == 200
+    assert answer.headers["Content-Encoding"] == "gzip"
+    plain = gzip.decompress(answer.body)  # also checks the CRC and length
+    assert len(plain) > 64 * 1024 * 1024
+    assert len(answer.body) < len(plain) / 200
+    assert plain.endswith(b'{"messageUuid":"%s","code":202}]}' % uuids[0].encode())
+
+
+def _far_future_retry_after(fake: FakeApi) -> None:
+    answer = fake.stop_request([uuid_ending("0", 5)])
+    assert answer.status == 429
+    assert answer.headers["Retry-After"] == "Fri, 01 Jan 2100 00:00:00 GMT"
+
+
+def _forgets_stopped(fake: FakeApi) -> None:
+    stopped, uncertain, sent = uuid_ending("0", 11), uuid_ending("a", 12), uuid_ending("c", 13)
+    first = fake.stop_request([stopped, uncertain, sent]).json()["items"]
+    assert [item["code"] for item in first] == [200, 202, 403]
+    again = fake.stop_request([sent, uncertain.upper(), stopped]).json()["items"]
+    assert [item["code"] for item in again] == [403, 404, 404]
+
+
 FAULTS: dict[str, tuple[dict[str, object], Callable[[FakeApi], None]]] = {
     "error_rate": ({"error_rate": 1.0}, _all_5xx_html),
     "throttle_rate": ({"throttle_rate": 1.0, "retry_after_s": 3}, _throttled),
@@ -284,6 +322,14 @@ FAULTS: dict[str, tuple[dict[str, object], Callable[[FakeApi], None]]] = {
     "status_override": ({"status_override": 302}, _overridden),
     "latency_ms": ({"latency_ms": 300}, _slow),
     "latency_jitter_ms": ({"latency_jitter_ms": 200}, _jittered),
+    "malformed_item_rate": ({"malformed_item_rate": 1.0}, _malformed_items),
+    "huge_body_mb": ({"huge_body_mb": 2}, _padded),
+    "gzip_answers": ({"gzip_answers": True, "huge_body_mb": 64}, _gzip_bomb),
+    "retry_after_date": (
+        {"throttle_rate": 1.0, "retry_after_date": "Fri, 01 Jan 2100 00:00:00 GMT"},
+        _far_future_retry_after,
+    ),
+    "repeat_stop_code": ({"repeat_stop_code": 404}, _forgets_stopped),
 }
 
 
@@ -296,6 +342,34 @@ def test_fault_switch_takes_effect_at_runtime(fake: FakeApi, name: str) -> None:
     check(fake)
     fake.set(**DEFAULTS)
     assert fake.stop_request([uuid_ending("1")]).status == 200
+
+
+def test_a_uuid_stopped_before_gets_the_same_code_again_by_default(fake: FakeApi) -> None:
+    uuids = [uuid_ending(digit, n) for n, digit in enumerate("0abcd")]
+    first = fake.stop_request(uuids).json()["items"]
+    again = fake.stop_request([uuid.upper() for uuid in uuids]).json()["items"]
+    assert [item["code"] for item in again] == [item["code"] for item in first]
+    assert fake.stats()["stopped_uuids"] == 3  # 200, 202 and 202
+
+
+def test_stats_give_the_most_requests_started_within_one_second(fake: FakeApi) -> None:
+    started = time.monotonic()
+    for n in range(6):
+        fake.stop_request([uuid_ending("0", n)])
+    burst_s = time.monotonic() - started
+    # Past the burst's second, two more cannot raise the maximum.
+    deadline = time.monotonic() + 1.1
+    while time.monotonic() < deadline:
+        time.sleep(deadline - time.monotonic())
+    for n in range(2):
+        fake.stop_request([uuid_ending("1", n)])
+    busiest = fake.stats()["max_requests_in_1s"]
+    if burst_s < 1.0:
+        assert busiest == 6
+    else:  # a machine too loaded to send 6 requests in a second
+        assert 2 <= busiest <= 6
+    fake.reset()
+    assert fake.stats()["max_requests_in_1s"] == 0
 
 
 @pytest.mark.parametrize("status", [401, 404, 500])
@@ -352,15 +426,18 @@ def test_received_lists_every_stop_request_even_rejected_ones(fake: FakeApi) -> 
     ]
     assert all(before - 1 <= r["at"] <= time.time() + 1 for r in received)
     assert http("GET", f"{fake.admin}/received").json()["uuids_total"] == 4
-    assert fake.stats() == {
+    stats = fake.stats()
+    assert 1 <= stats.pop("max_requests_in_1s") <= 3  # the busiest second: see its own test
+    assert stats == {
         "requests": 3,
         "by_status": {"200": 1, "400": 1, "401": 1},
         "uuids_total": 4,
+        "stopped_uuids": 1,
     }
 
     fake.reset()
     assert fake.received() == []
-    assert fake.stats()["uuids_total"] == 0
+    assert fake.stats()["uuids_total"] == fake.stats()["stopped_uuids"] == 0
 
 
 def test_cli_flags_set_the_switches_and_the_record_file_survives(tmp_path: Path) -> None:
@@ -408,8 +485,31 @@ def test_sigterm_exits_0_after_printing_one_listening_line() -> None:
     }
 
 
-@pytest.mark.parametrize("flag", [["--error-rate", "2"], ["--status-override", "abc"]])
-def test_a_bad_flag_value_exits_2_naming_it(flag: list[str]) -> None:
+def test_help_lists_every_switch_and_the_tls_options() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "streamstop", "fake-api", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    flags = ["--" + name.replace("_", "-") for name in DEFAULTS]
+    flags += ["--tls-certfile", "--tls-keyfile", "--tls-client-cafile"]
+    assert [flag for flag in flags if flag not in done.stdout] == []
+
+
+@pytest.mark.parametrize(
+    ("flag", "named"),
+    [
+        (["--error-rate", "2"], "error_rate"),
+        (["--status-override", "abc"], "status_override"),
+        (["--retry-after-date", "tomorrow"], "retry_after_date"),
+        (["--huge-body-mb", "-1"], "huge_body_mb"),
+        (["--tls-certfile", "/nonexistent/cert.pem"], "--tls-certfile"),
+        (["--tls-keyfile", "/nonexistent/key.pem"], "--tls-certfile"),
+    ],
+)
+def test_a_bad_flag_value_exits_2_with_one_line_naming_it(flag: list[str], named: str) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "streamstop", "fake-api", "--port", "0", *flag],
         capture_output=True,
@@ -417,7 +517,8 @@ def test_a_bad_flag_value_exits_2_naming_it(flag: list[str]) -> None:
         timeout=30,
     )
     assert done.returncode == 2
-    assert flag[0].removeprefix("--").replace("-", "_") in done.stderr
+    assert len(done.stderr.splitlines()) == 1
+    assert named in done.stderr
 
 
 def test_a_taken_port_exits_1_with_one_line() -> None:

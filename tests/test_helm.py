@@ -35,6 +35,7 @@ from k8s_validate import (
     schema_problems,
 )
 from markdown import anchors
+from tlscerts import TestCa
 
 from streamstop.config import Settings, load_settings
 
@@ -46,6 +47,8 @@ ALL_ON = CHART / "ci" / "all-on-values.yaml"
 INLINE_TOKEN = "inline-T0ken-for-chart-tests"
 # Secret keys the chart owns: the daemon reads them from mounted files, never from values.
 SECRET_KEYS = {"api": {"token", "token_file"}, "kafka": {"sasl_password", "sasl_password_file"}}
+# Paths of CA bundles mounted into the pod (extraVolumes).
+CA_FILE_KEYS = (("api", "ca_file"), ("kafka", "ssl_cafile"))
 
 
 @pytest.fixture(scope="session")
@@ -293,6 +296,8 @@ def test_metrics_port_follows_http_port_everywhere(helm: Path) -> None:
         {"config.kafka.auto_offset_reset": "middle"},
         {"config.api.token": INLINE_TOKEN},
         {"config.delivery.guarantee": "exactly_once"},
+        {"config.api.url": "http://api.example/stop"},
+        {"config.api.proxy_url": "https://proxy.example:3128"},
         {"kedaa": {"enabled": True}},
     ],
     ids=lambda set_json: next(iter(set_json)),
@@ -313,20 +318,31 @@ def _daemon_settings(objects: list[Manifest], tmp_path: Path) -> Settings:
     token = tmp_path / "api-token"
     token.write_text("t0ken\n")
     env = {"STREAMSTOP_API__TOKEN_FILE": str(token)}
-    if "sasl_password_file" in tomllib.loads(config.read_text())["kafka"]:
+    rendered = tomllib.loads(config.read_text())
+    if "sasl_password_file" in rendered["kafka"]:
         password = tmp_path / "sasl-password"
         password.write_text("passw0rd\n")
         env["STREAMSTOP_KAFKA__SASL_PASSWORD_FILE"] = str(password)
+    # CA bundles are checked when loading: a stand-in for the ones the pod mounts.
+    mounted = [(section, key) for section, key in CA_FILE_KEYS if rendered[section].get(key)]
+    if mounted:
+        stand_in = str(TestCa(tmp_path, "stand-in").ca_file)
+        env.update({f"STREAMSTOP_{s.upper()}__{k.upper()}": stand_in for s, k in mounted})
     return load_settings(str(config), env)
 
 
 @pytest.mark.parametrize("values", CI_VALUES, ids=lambda path: path.name)
 def test_daemon_accepts_the_rendered_config(helm: Path, values: Path, tmp_path: Path) -> None:
-    settings = _daemon_settings(render(helm, [values]), tmp_path)
+    objects = render(helm, [values])
+    settings = _daemon_settings(objects, tmp_path)
+    rendered = tomllib.loads(_toml(objects))
     assert settings.api_token() == "t0ken"
     config = yaml.safe_load(values.read_text()).get("config", {})
     for section, keys in config.items():
         for key, value in keys.items():
+            if (section, key) in CA_FILE_KEYS:  # replaced by a stand-in: as rendered
+                assert rendered[section][key] == value, f"{section}.{key}"
+                continue
             assert getattr(getattr(settings, section), key) == value, f"{section}.{key}"
 
 
@@ -368,6 +384,8 @@ def test_every_alert_links_to_its_runbook_section(helm: Path) -> None:
         "StreamstopFailedResults",
         "StreamstopNoProgress",
         "StreamstopNotReady",
+        "StreamstopOffsetReset",
+        "StreamstopKafkaUnavailable",
     }
     for rule in rules:
         page, _, anchor = rule["annotations"]["runbook_url"].partition("#")
@@ -419,6 +437,10 @@ def test_values_shown_in_the_docs_install_as_written(
     if "repository" in image:
         assert _container(objects)["image"] == f"{image['repository']}:{image['tag']}"
     settings = _daemon_settings(objects, tmp_path)
+    rendered = tomllib.loads(_toml(objects))
     for section, keys in yaml.safe_load(text).get("config", {}).items():
         for key, value in keys.items():
+            if (section, key) in CA_FILE_KEYS:  # replaced by a stand-in: as rendered
+                assert rendered[section][key] == value, f"{section}.{key}"
+                continue
             assert getattr(getattr(settings, section), key) == value, f"{section}.{key}"

@@ -10,7 +10,7 @@ import sys
 import orjson
 import pytest
 
-from streamstop.logs import RepeatFilter, configure
+from streamstop.logs import RepeatFilter, masked_url
 
 
 class Clock:
@@ -71,14 +71,98 @@ def test_the_count_reaches_the_json_line() -> None:
     assert lines[1]["logger"] == "aiokafka"
 
 
-def test_retried_coordinator_lookups_are_not_errors(capsys: pytest.CaptureFixture[str]) -> None:
-    from aiokafka.errors import GroupAuthorizationFailedError, GroupCoordinatorNotAvailableError
-
-    configure("info")
-    aiokafka_log = logging.getLogger("aiokafka.consumer.group_coordinator")
-    aiokafka_log.error("Group Coordinator Request failed: %s", GroupCoordinatorNotAvailableError())
-    aiokafka_log.error("Group Coordinator Request failed: %s", GroupAuthorizationFailedError())
-    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+def test_retried_coordinator_lookups_are_not_errors() -> None:
+    code = (
+        "import logging\n"
+        "from aiokafka.errors import GroupAuthorizationFailedError as Fatal\n"
+        "from aiokafka.errors import GroupCoordinatorNotAvailableError as Retried\n"
+        "from streamstop import logs\n"
+        "logs.configure('info')\n"
+        "log = logging.getLogger('aiokafka.consumer.group_coordinator')\n"
+        "log.error('Group Coordinator Request failed: %s', Retried())\n"
+        "log.error('Group Coordinator Request failed: %s', Fatal())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
     # The retried one is held back (aiokafka logs at warning and up); the fatal one stays.
     assert [line["level"] for line in lines] == ["error"]
     assert "GroupAuthorizationFailed" in lines[0]["event"]
+
+
+# A token may hold `"` and `\` (printable ASCII): JSON escapes both, which once hid it
+# from a mask applied to the rendered line.
+ESCAPED_TOKEN = 'abc"def\\ghi-T0KEN'
+
+
+def _lines_of(code: str, fmt: str = "json") -> str:
+    prelude = (
+        "import logging, structlog\n"
+        "from streamstop import logs\n"
+        f"logs.configure(fmt={fmt!r})\n"
+        f"token = {ESCAPED_TOKEN!r}\n"
+        "logs.register_secret(token)\n"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", prelude + code], capture_output=True, text=True, check=True
+    ).stdout
+
+
+def _assert_masked(out: str) -> None:
+    assert out.count("***") >= 1, out
+    for leak in ("abc", "def", "ghi"):
+        assert leak not in out, out
+
+
+def test_a_token_with_quotes_and_backslashes_is_masked_in_structlog_lines() -> None:
+    out = _lines_of(
+        "log = structlog.get_logger('t')\n"
+        "log.error('api_error', reason=f'Authorization: Basic {token}', items=[token],"
+        " nested={'a': (token,)}, obj=Exception(token))\n"
+    )
+    [line] = out.splitlines()
+    event = orjson.loads(line)
+    assert event["reason"] == "Authorization: Basic ***"
+    assert event["items"] == ["***"]
+    assert event["nested"] == {"a": ["***"]}
+    _assert_masked(out)
+
+
+def test_a_token_with_quotes_and_backslashes_is_masked_in_stdlib_lines() -> None:
+    out = _lines_of(
+        "log = logging.getLogger('aiohttp.client')\n"
+        "log.warning('sent %s', {'Authorization': 'Basic ' + token})\n"
+        "try:\n"
+        "    raise ValueError(token)\n"
+        "except ValueError:\n"
+        "    log.exception('failed with %r', token)\n"
+    )
+    lines = out.splitlines()
+    assert len(lines) == 2
+    for line in lines:
+        orjson.loads(line)
+    _assert_masked(out)
+
+
+def test_a_token_with_quotes_and_backslashes_is_masked_in_console_lines() -> None:
+    out = _lines_of(
+        "structlog.get_logger('t').error('api_error', reason=token, quoted=repr(token))\n"
+        "logging.getLogger('aiokafka').error('token %r', token)\n",
+        fmt="console",
+    )
+    assert len(out.splitlines()) == 2
+    _assert_masked(out)
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("https://api.example/stop", "https://api.example/stop"),
+        ("https://api.example/stop?key=s3cret&x=1", "https://api.example/stop?key=***&x=***"),
+        ("https://api.example/stop?s3cret#frag", "https://api.example/stop?***#***"),
+        ("http://user:p%40ss@proxy:3128", "http://user:***@proxy:3128"),
+        ("http://proxy.example:3128", "http://proxy.example:3128"),
+        ("http://[::1", "***"),
+    ],
+)
+def test_masked_url_hides_passwords_and_query_values(url: str, shown: str) -> None:
+    assert masked_url(url) == shown

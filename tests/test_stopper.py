@@ -14,8 +14,9 @@ import pytest
 from streamstop.core.resolution import RetryPolicy
 from streamstop.core.results import Resolution, Status
 from streamstop.core.throttle import Throttle
+from streamstop.interpreter import Interpreter
 from streamstop.metrics import Metrics
-from streamstop.stopclient import CredentialsError, Response
+from streamstop.stopclient import ApiConfigError, Response
 from streamstop.stopper import Stopper
 
 UUIDS = [f"{i:08x}-0000-4000-8000-00000000000{i % 10}" for i in range(6)]
@@ -50,10 +51,10 @@ def stopper_for(
 ) -> Stopper:
     return Stopper(
         client,  # type: ignore[arg-type]
+        Interpreter(max_retry_after_s=max_retry_after_s),
         max_in_flight=2,
         max_batch_size=len(UUIDS),
         max_requests_per_second=0,
-        max_retry_after_s=max_retry_after_s,
         policy=RetryPolicy(initial_backoff_ms=10, max_backoff_ms=50, deadline_s=deadline_s),
         metrics=Metrics(),
     )
@@ -128,7 +129,7 @@ async def resolve_run(run: object) -> dict[str, Resolution]:
 
 async def test_an_unreadable_token_holds_without_counting_attempts() -> None:
     def answer(uuids: list[str], n: int) -> Response | Exception:
-        return CredentialsError("api.token_file: /x is empty") if n <= 2 else items(uuids)
+        return ApiConfigError("api.token_file: /x is empty") if n <= 2 else items(uuids)
 
     client = FakeClient(answer)
     stopper = stopper_for(client)

@@ -26,7 +26,7 @@ from pydantic import BaseModel, SecretStr, ValidationError
 from pydantic_core import ErrorDetails
 
 from streamstop.config.models import ConfigError, Settings
-from streamstop.logs import MASK
+from streamstop.logs import MASK, masked_url
 
 ENV_PREFIX = "STREAMSTOP_"
 ENV_NESTING = "__"
@@ -261,9 +261,13 @@ def _sections() -> Iterator[tuple[str, type[BaseModel]]]:
             yield section, spec.annotation
 
 
+# URLs that may carry a secret in a query string or (the proxy's) user-info.
+_URL_KEYS = (("api", "url"), ("api", "proxy_url"))
+
+
 def render_effective(settings: Settings) -> str:
     """The effective configuration as JSON, every key, secrets masked: for `check-config`."""
-    return json.dumps(_displayable(settings.model_dump()), indent=2)
+    return json.dumps(_shown(settings), indent=2)
 
 
 def render_origins(loaded: Loaded) -> str:
@@ -273,10 +277,18 @@ def render_origins(loaded: Loaded) -> str:
     """
     rows = [
         (".".join(loc) + " = " + json.dumps(value), str(loaded.origin(loc)))
-        for loc, value in _leaves(_displayable(loaded.settings.model_dump()), ())
+        for loc, value in _leaves(_shown(loaded.settings), ())
     ]
     width = max(len(left) for left, _ in rows)
     return "\n".join(f"{left:<{width}}  ({origin})" for left, origin in rows)
+
+
+def _shown(settings: Settings) -> dict[str, Any]:
+    """Every key's value as check-config shows it: secrets masked, URLs' secrets too."""
+    shown: dict[str, Any] = _displayable(settings.model_dump())
+    for section, key in _URL_KEYS:
+        shown[section][key] = masked_url(shown[section][key])
+    return shown
 
 
 def _leaves(value: Any, loc: Location) -> Iterator[tuple[Location, Any]]:

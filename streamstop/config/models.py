@@ -7,12 +7,15 @@ rotated Kubernetes Secret is picked up without a restart.
 
 from __future__ import annotations
 
+import ipaddress
 import re
+import ssl
 from pathlib import Path
 from typing import Annotated, Literal
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -23,7 +26,10 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from streamstop.core.interpret import DEFAULT_MAX_RETRY_AFTER_S
+
 MAX_BATCH_SIZE = 10_000  # the stop API's limit per request
+DEFAULT_MAX_RESPONSE_BYTES = 16 * 1024 * 1024
 
 _TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
 _SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
@@ -57,6 +63,31 @@ def _strip(value: object) -> object:
 
 
 SecretFile = Annotated[Path | None, BeforeValidator(_empty_is_none)]
+
+
+def _readable(path: Path | None) -> Path | None:
+    if path is not None:
+        try:
+            with path.open("rb"):
+                pass
+        except OSError as exc:
+            raise ValueError(f"cannot read {path}: {exc.strerror or type(exc).__name__}") from None
+    return path
+
+
+def _ca_bundle(path: Path | None) -> Path | None:
+    if path is not None:
+        try:
+            ssl.create_default_context(cafile=path)
+        except ssl.SSLError as exc:
+            raise ValueError(f"{path} is not a PEM CA bundle ({exc.reason})") from None
+    return path
+
+
+# A file the daemon reads (certificates, keys, CA bundles): checked at load time so a
+# missing mount is exit 2 with one line, not a traceback when the first client starts.
+ReadableFile = Annotated[Path | None, BeforeValidator(_empty_is_none), AfterValidator(_readable)]
+CaBundle = Annotated[ReadableFile, AfterValidator(_ca_bundle)]
 _STRICT = ConfigDict(extra="forbid", hide_input_in_errors=True, allow_inf_nan=False, frozen=True)
 
 
@@ -91,7 +122,7 @@ class KafkaSettings(BaseModel):
     sasl_username: str = ""
     sasl_password: SecretStr = SecretStr("")
     sasl_password_file: SecretFile = None
-    ssl_cafile: str = ""
+    ssl_cafile: CaBundle = None
 
     @field_validator("bootstrap_servers")
     @classmethod
@@ -157,7 +188,7 @@ class BatchSettings(BaseModel):
 
 
 class ApiSettings(BaseModel):
-    """The stop API endpoint and its credentials."""
+    """The stop API endpoint, its credentials, and how to reach it."""
 
     model_config = _STRICT
 
@@ -166,22 +197,36 @@ class ApiSettings(BaseModel):
     token_file: SecretFile = None
     timeout_s: float = Field(default=10.0, gt=0)
     max_requests_per_second: float = Field(default=0.0, ge=0)
-    ca_file: str = ""
+    ca_file: CaBundle = None
+    client_certfile: ReadableFile = None
+    # Validated even when unset: the certificate is checked together with its key.
+    client_keyfile: ReadableFile = Field(default=None, validate_default=True)
+    proxy_url: str = ""
+    trust_env: bool = False
+    # A full 10,000-uuid answer is about 0.7 MB: a smaller cap would refuse good answers.
+    max_response_bytes: int = Field(default=DEFAULT_MAX_RESPONSE_BYTES, ge=1024 * 1024)
 
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
-        try:
-            parts = urlsplit(value)
-            scheme, hostname = parts.scheme, parts.hostname
-            has_credentials = parts.username is not None or parts.password is not None
-        except ValueError:  # e.g. an unbalanced IPv6 bracket
-            scheme, hostname, has_credentials = "", None, False
-        if scheme not in ("http", "https") or not hostname:
+        parts = _split_url(value)
+        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("must be an http:// or https:// URL with a host")
         # The URL is logged and printed by check-config; credentials belong in api.token.
-        if has_credentials:
+        if parts.username is not None or parts.password is not None:
             raise ValueError("must not contain credentials; use api.token or api.token_file")
+        if parts.scheme == "http" and not _is_loopback(parts.hostname):
+            raise ValueError(
+                "must be https:// unless its host is loopback (127.0.0.0/8, ::1, localhost): "
+                "over http:// the token would travel in clear text"
+            )
+        return value
+
+    @field_validator("proxy_url")
+    @classmethod
+    def _proxy_url(cls, value: str) -> str:
+        if value:
+            check_proxy_url(value)
         return value
 
     @field_validator("token")
@@ -195,6 +240,59 @@ class ApiSettings(BaseModel):
     def _token_file(cls, value: Path | None, info: ValidationInfo) -> Path | None:
         _only_one(info.data.get("token"), value, "api.token", "api.token_file")
         return value
+
+    @field_validator("client_keyfile")
+    @classmethod
+    def _client_keyfile(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        certfile = info.data.get("client_certfile")
+        if certfile is None:
+            if value is not None:
+                raise ValueError("needs api.client_certfile")
+            return value
+        try:
+            load_client_certificate(ssl.create_default_context(), certfile, value)
+        except ssl.SSLError as exc:
+            raise ValueError(
+                "api.client_certfile and its key do not load as an unencrypted PEM pair "
+                f"({exc.reason})"
+            ) from None
+        return value
+
+
+def load_client_certificate(context: ssl.SSLContext, certfile: Path, keyfile: Path | None) -> None:
+    """Load a client certificate (and its key, unless inside `certfile`) into `context`.
+
+    An encrypted key is refused rather than prompted for: a daemon has no terminal.
+    """
+    context.load_cert_chain(certfile, keyfile, password="")
+
+
+def check_proxy_url(value: str) -> None:
+    """Raise ValueError unless `value` is `http://[user:password@]host[:port]`: an HTTP
+    CONNECT proxy, the only kind the API client speaks."""
+    parts = _split_url(value)
+    if parts is None or parts.scheme != "http" or not parts.hostname:
+        raise ValueError("must be an http:// URL of an HTTP CONNECT proxy")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ValueError("must be http://[user:password@]host[:port] without a path")
+
+
+def _split_url(value: str) -> SplitResult | None:
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError on a port out of range
+    except ValueError:  # e.g. an unbalanced IPv6 bracket
+        return None
+    return parts
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _check_header_safe(token: str) -> None:
@@ -210,9 +308,8 @@ class RetrySettings(BaseModel):
     initial_backoff_ms: int = Field(default=200, ge=1)
     max_backoff_ms: int = Field(default=30_000, ge=1)
     deadline_s: float = Field(default=600.0, gt=0)
-    # A Retry-After (seconds or an HTTP date) is a minimum wait, capped here: a stale
-    # stop is worth little, and a date far in the future must not hold every batch.
-    max_retry_after_s: float = Field(default=300.0, ge=0)
+    # Stops are time-critical: a Retry-After longer than this is not obeyed past it.
+    max_retry_after_s: float = Field(default=DEFAULT_MAX_RETRY_AFTER_S, gt=0)
 
     @field_validator("max_backoff_ms")
     @classmethod

@@ -19,12 +19,9 @@ from typing import Any
 
 import orjson
 
-STATUS_BY_CODE = {200: "stopped", 202: "stop_uncertain", 403: "already_sent", 404: "not_found"}
-UNKNOWN_CODE = "unknown_code"
-MISSING_REASON = "missing from the response"
-# A stale stop is worth little, so waiting longer than this is never useful; it also keeps
-# an absurd header from holding every request back forever.
-MAX_RETRY_AFTER_S = 3600.0
+# `retry.max_retry_after_s`'s default: a stale stop is worth little, and an absurd header
+# must not hold every request back for long.
+DEFAULT_MAX_RETRY_AFTER_S = 300.0
 MAX_MESSAGE_CHARS = 200
 
 _RETRY_STATUSES = frozenset({408, 429})
@@ -34,7 +31,7 @@ _DELAY_SECONDS = re.compile(r"[0-9]+(?:\.[0-9]+)?")
 # Control and bidi/format characters could forge or garble a log line; whitespace collapses.
 _UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2066-\u2069\s]+")
 # Bytes read from a body for a human message: enough for MAX_MESSAGE_CHARS of any script.
-_MESSAGE_SCAN_BYTES = 64 * 1024  # of a non-JSON body, enough for any page's first words
+MESSAGE_SCAN_BYTES = 64 * 1024  # of a non-JSON body, enough for any page's first words
 
 
 class Kind(enum.Enum):
@@ -47,37 +44,6 @@ class Kind(enum.Enum):
 
 
 @dataclass(frozen=True, slots=True)
-class Final:
-    """The API answered this uuid with a per-item code."""
-
-    code: int
-
-
-@dataclass(frozen=True, slots=True)
-class Retry:
-    """Transient: send this uuid again later."""
-
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class Split:
-    """The API rejected the whole request: retry in halves."""
-
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class ConfigError:
-    """Our request or credentials are wrong: nothing fails, everything waits."""
-
-    reason: str
-
-
-Outcome = Final | Retry | Split | ConfigError
-
-
-@dataclass(frozen=True, slots=True)
 class Interpretation:
     """A response classified: per-item codes for ITEMS, else a reason for the request."""
 
@@ -86,31 +52,8 @@ class Interpretation:
     missing: list[str]
     reason: str
     retry_after_s: float | None
-
-    def outcomes(self, requested: Sequence[str]) -> dict[str, Outcome]:
-        """One outcome per requested uuid (keyed as requested)."""
-        if self.kind is Kind.ITEMS:
-            codes = self.codes
-            missing = Retry(MISSING_REASON)
-            result: dict[str, Outcome] = {}
-            for uuid in requested:
-                code = codes.get(uuid.lower())
-                result[uuid] = missing if code is None else Final(code)
-            return result
-        outcome = _REQUEST_OUTCOMES[self.kind](self.reason)
-        return dict.fromkeys(requested, outcome)
-
-
-_REQUEST_OUTCOMES: dict[Kind, type[Retry | Split | ConfigError]] = {
-    Kind.RETRY: Retry,
-    Kind.SPLIT: Split,
-    Kind.CONFIG_ERROR: ConfigError,
-}
-
-
-def status_for_code(code: int) -> str:
-    """The result status for a per-item API code."""
-    return STATUS_BY_CODE.get(code, UNKNOWN_CODE)
+    # Items of an ITEMS answer skipped as not `{"messageUuid": str, "code": int}`.
+    malformed_items: int = 0
 
 
 def _as_is(text: str) -> str:
@@ -124,18 +67,20 @@ def interpret_response(
     requested: Sequence[str],
     now_epoch: float,
     redact: Callable[[str], str] = _as_is,
+    max_retry_after_s: float = DEFAULT_MAX_RETRY_AFTER_S,
 ) -> Interpretation:
     """Classify a stop API response to a request for `requested` uuids. `redact` cleans
     the API's own words before they are shortened into a reason: reasons end up in
-    results, and a gateway may quote our request (and its Authorization) back."""
-    retry_after_s = parse_retry_after(_header(headers, "retry-after"), now_epoch)
+    results, and a gateway may quote our request (and its Authorization) back.
+    A Retry-After is capped at `max_retry_after_s` (`retry.max_retry_after_s`)."""
+    retry_after_s = parse_retry_after(_header(headers, "retry-after"), now_epoch, max_retry_after_s)
     if 200 <= status < 300:
         parsed = _parse_items(body, requested)
         if parsed is None:
             reason = f"HTTP {status} with a body not of the documented shape"
             return Interpretation(Kind.RETRY, {}, [], reason, retry_after_s)
-        codes, missing = parsed
-        return Interpretation(Kind.ITEMS, codes, missing, "", retry_after_s)
+        codes, missing, malformed = parsed
+        return Interpretation(Kind.ITEMS, codes, missing, "", retry_after_s, malformed)
     if status in _RETRY_STATUSES or 500 <= status < 600:
         return Interpretation(Kind.RETRY, {}, [], f"HTTP {status}", retry_after_s)
     if status in _SPLIT_STATUSES:
@@ -146,14 +91,16 @@ def interpret_response(
     return Interpretation(Kind.CONFIG_ERROR, {}, [], f"HTTP {status}", retry_after_s)
 
 
-def parse_retry_after(value: str | None, now_epoch: float) -> float | None:
+def parse_retry_after(
+    value: str | None, now_epoch: float, max_s: float = DEFAULT_MAX_RETRY_AFTER_S
+) -> float | None:
     """Seconds to wait from a Retry-After header (delay-seconds or HTTP-date), clamped
-    to [0, MAX_RETRY_AFTER_S]; None when absent or unparseable."""
+    to [0, max_s]; None when absent or unparseable."""
     if value is None:
         return None
     value = value.strip()
     if _DELAY_SECONDS.fullmatch(value):
-        return min(float(value), MAX_RETRY_AFTER_S)
+        return min(float(value), max_s)
     try:
         when = parsedate_to_datetime(value)
         if when.tzinfo is None:  # "-0000" means UTC with no claim about local time
@@ -163,7 +110,7 @@ def parse_retry_after(value: str | None, now_epoch: float) -> float | None:
         return None
     if math.isnan(seconds):
         return None
-    return min(max(seconds, 0.0), MAX_RETRY_AFTER_S)
+    return min(max(seconds, 0.0), max_s)
 
 
 def _header(headers: Mapping[str, str], lower_name: str) -> str | None:
@@ -177,9 +124,13 @@ def _header(headers: Mapping[str, str], lower_name: str) -> str | None:
     return None
 
 
-def _parse_items(body: bytes, requested: Sequence[str]) -> tuple[dict[str, int], list[str]] | None:
-    """Per-item codes for the requested uuids and the requested uuids left unanswered;
-    None when the body is not of the documented shape."""
+def _parse_items(
+    body: bytes, requested: Sequence[str]
+) -> tuple[dict[str, int], list[str], int] | None:
+    """Per-item codes for the requested uuids, the requested uuids left unanswered, and
+    the number of malformed items skipped; None when the body is not of the documented
+    shape. A malformed item says nothing reliable about any uuid, so it is skipped alone:
+    the uuid it was meant for is left missing (and retried), the rest of the answer holds."""
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -198,13 +149,16 @@ def _parse_items(body: bytes, requested: Sequence[str]) -> tuple[dict[str, int],
         lowered = asked.lower()
         wanted.setdefault(lowered, asked if asked == lowered else lowered)
     codes: dict[str, int] = {}
+    malformed = 0
     for item in items:
         if type(item) is not dict:
-            return None
+            malformed += 1
+            continue
         uuid = item.get("messageUuid")
         code = item.get("code")
         if type(uuid) is not str or type(code) is not int:
-            return None
+            malformed += 1
+            continue
         key = wanted.get(uuid)
         if key is None:
             key = wanted.get(uuid.lower())
@@ -213,15 +167,15 @@ def _parse_items(body: bytes, requested: Sequence[str]) -> tuple[dict[str, int],
         if key not in codes:
             codes[key] = code
     missing = [asked for asked in wanted.values() if asked not in codes]
-    return codes, missing
+    return codes, missing, malformed
 
 
 def _api_message(body: bytes, redact: Callable[[str], str]) -> str:
     """The API's own words for a rejection: a JSON message field, else the body text."""
     text = _json_message(body)
     if text is None:
-        text = body[:_MESSAGE_SCAN_BYTES].decode("utf-8", "replace")
-        if len(body) > _MESSAGE_SCAN_BYTES:
+        text = body[:MESSAGE_SCAN_BYTES].decode("utf-8", "replace")
+        if len(body) > MESSAGE_SCAN_BYTES:
             # The cut may have split a word (or a secret): drop the last one.
             words = text.rsplit(None, 1)
             text = words[0] if len(words) == 2 else ""

@@ -34,6 +34,7 @@ class Cause(enum.StrEnum):
     """Why uuids are tried again (the `reason` label of the retries metric)."""
 
     CONNECTION = "connection"
+    TOO_LARGE = "too_large"
     MISSING = "missing"
     THROTTLED = "throttled"
     SERVER_ERROR = "server_error"

@@ -22,7 +22,6 @@ class Throttle:
         "_initial_ms",
         "_last_start",
         "_max_ms",
-        "_max_retry_after_s",
         "_min_interval_s",
         "_not_before",
         "_rand",
@@ -36,13 +35,11 @@ class Throttle:
         initial_backoff_ms: int,
         max_backoff_ms: int,
         max_requests_per_second: float,
-        max_retry_after_s: float,
         rand: Callable[[], float],
     ) -> None:
         self._initial_ms = initial_backoff_ms
         self._max_ms = max_backoff_ms
         self._min_interval_s = 1.0 / max_requests_per_second if max_requests_per_second else 0.0
-        self._max_retry_after_s = max_retry_after_s
         self._rand = rand
         self._not_before = 0.0
         self._last_start = float("-inf")
@@ -64,15 +61,14 @@ class Throttle:
 
     def on_transient(self, now: float, retry_after_s: float | None, slow_down: bool) -> None:
         """A transient failure; `slow_down` for 429/503. Holds back every request when the
-        API asked for it, or after a run of failures. A Retry-After is a minimum wait,
-        capped at `max_retry_after_s`: a far-future date must not hold every batch for
-        hours while the pod looks healthy."""
+        API asked for it, or after a run of failures. A Retry-After (already capped at
+        `retry.max_retry_after_s` by the interpretation) is a minimum wait."""
         self.failures += 1
         wait = 0.0
         if slow_down or self.failures >= FAILURE_RUN:
             wait = full_jitter_s(self.failures, self._initial_ms, self._max_ms, self._rand)
         if retry_after_s is not None:
-            wait = max(wait, min(retry_after_s, self._max_retry_after_s))
+            wait = max(wait, retry_after_s)
         self._not_before = max(self._not_before, now + wait)
 
     def on_config_error(self, now: float) -> float:

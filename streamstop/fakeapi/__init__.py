@@ -8,9 +8,23 @@ It follows `api/stop-messages.md` and fills in what the vendor leaves open:
   `errors` is computed over the items actually returned;
 - every stop request is recorded (`GET /_fake/received`, `--record-file`), rejected ones
   too, with `uuids` as sent (`[]` when the body has no readable `uuids` array);
+- a uuid answered 200 or 202 is remembered as stopped; asked for again it gets the same
+  code (an idempotent stop, what the vendor most plausibly does: the message stays
+  stopped), or `--repeat-stop-code` (say 404, for an API that forgets stopped messages);
 - faults, by CLI flag or at runtime with `POST /_fake/config`, apply in the order written
-  in `responder.py`; the admin API under `/_fake/` (`received`, `reset`, `config`,
-  `stats`) needs no auth and never shows the token.
+  in `responder.py`. Besides errors, throttling, latency and missing items, they shape
+  what a hostile or broken API can send: `--huge-body-mb N` pads good answers with N MiB
+  of items nobody asked for, `--gzip-answers` gzip-encodes them (with both, a gzip bomb:
+  1 GiB of JSON in about 4 MB), `--malformed-item-rate` breaks single items (a null
+  `messageUuid` or a string `code`), `--retry-after-date` sends an HTTP-date (say far in
+  the future) as a 429's Retry-After;
+- `--tls-certfile`/`--tls-keyfile` serve HTTPS (a test CA's certificate), and
+  `--tls-client-cafile` also requires a client certificate signed by that CA (an mTLS
+  gateway);
+- the admin API under `/_fake/` (`received`, `reset`, `config`, `stats`) needs no auth and
+  never shows the token; `stats` also gives the most stop requests started within any
+  1 second (`max_requests_in_1s`) and how many uuids are stopped (`stopped_uuids`);
+  `reset` forgets both, and the received requests.
 """
 
 from __future__ import annotations
@@ -37,6 +51,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--record-file", type=Path, metavar="PATH", help="append one JSON line per stop request"
+    )
+    parser.add_argument(
+        "--tls-certfile", type=Path, metavar="PATH", help="serve HTTPS with this certificate (PEM)"
+    )
+    parser.add_argument(
+        "--tls-keyfile", type=Path, metavar="PATH", help="its key, unless inside --tls-certfile"
+    )
+    parser.add_argument(
+        "--tls-client-cafile",
+        type=Path,
+        metavar="PATH",
+        help="with --tls-certfile: require a client certificate signed by this CA (mTLS)",
     )
     # Generated from the switch model so flags and `POST /_fake/config` keys stay one list.
     for name, spec in Switches.model_fields.items():
@@ -66,8 +92,8 @@ def _metavar(annotation: object) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
-    """Run the simulator until SIGTERM/SIGINT and return 0; 2 when a switch value is bad,
-    1 when it cannot listen or open the record file."""
+    """Run the simulator until SIGTERM/SIGINT and return 0; 2 when a switch value or a
+    TLS file is bad, 1 when it cannot listen or open the record file."""
     given = {name: value for name, value in vars(args).items() if name in Switches.model_fields}
     try:
         switches = with_changes(Switches(), given)
@@ -75,12 +101,24 @@ def main(args: argparse.Namespace) -> int:
         print(f"streamstop fake-api: {exc}", file=sys.stderr)
         return EXIT_CONFIG
 
-    from streamstop.fakeapi.server import Listen, serve
+    import ssl
+
+    from streamstop.fakeapi.server import Listen, serve, tls_context
     from streamstop.logs import configure
 
+    tls = None
+    if args.tls_certfile is not None:
+        try:
+            tls = tls_context(args.tls_certfile, args.tls_keyfile, args.tls_client_cafile)
+        except (OSError, ssl.SSLError) as exc:
+            print(f"streamstop fake-api: --tls-certfile/--tls-keyfile: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
+    elif args.tls_keyfile is not None or args.tls_client_cafile is not None:
+        print("streamstop fake-api: TLS options need --tls-certfile", file=sys.stderr)
+        return EXIT_CONFIG
     # Warnings and errors only, as JSON: nothing per request.
     configure(level="warning")
-    listen = Listen(args.host, args.port, args.path, args.record_file)
+    listen = Listen(args.host, args.port, args.path, args.record_file, tls)
     try:
         _run(serve(listen, switches))
     except OSError as exc:

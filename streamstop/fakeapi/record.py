@@ -6,7 +6,7 @@ about 40 MB and reading them back is a join, not a walk over Python objects.
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Sequence
 from pathlib import Path
 from typing import BinaryIO
@@ -21,7 +21,19 @@ class Recorder:
         self._entries: list[bytes] = []
         self._by_status: Counter[int] = Counter()
         self._uuids_total = 0
+        # Start times (monotonic) of the requests of the last second, and the most seen.
+        self._last_second: deque[float] = deque()
+        self._max_in_1s = 0
         self._file: BinaryIO | None = record_file.open("ab") if record_file else None
+
+    def started(self, at: float) -> None:
+        """Count a stop request that started at monotonic time `at` (in start order), for
+        the busiest 1-second window."""
+        window = self._last_second
+        window.append(at)
+        while window[0] <= at - 1.0:
+            window.popleft()
+        self._max_in_1s = max(self._max_in_1s, len(window))
 
     def add(self, request_id: str | None, uuids: Sequence[object], status: int, at: float) -> None:
         """Remember one stop request: its X-Request-Id, uuids as sent, status, arrival time."""
@@ -42,11 +54,13 @@ class Recorder:
         )
 
     def stats(self) -> dict[str, object]:
-        """Counts: requests, requests by HTTP status, uuids received (as sent)."""
+        """Counts: requests, requests by HTTP status, uuids received (as sent), and the
+        most requests started within any 1 second."""
         return {
             "requests": len(self._entries),
             "by_status": {str(status): n for status, n in sorted(self._by_status.items())},
             "uuids_total": self._uuids_total,
+            "max_requests_in_1s": self._max_in_1s,
         }
 
     def reset(self) -> None:
@@ -54,6 +68,8 @@ class Recorder:
         self._entries.clear()
         self._by_status.clear()
         self._uuids_total = 0
+        self._last_second.clear()
+        self._max_in_1s = 0
 
     def close(self) -> None:
         """Close the record file, if any."""

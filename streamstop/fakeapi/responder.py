@@ -9,7 +9,8 @@ Order, first match wins:
 3. Application checks: Authorization (401), Content-Type (415), `reject_all` (400), body
    shape (400), more than 10,000 uuids (413), `reject_uuid` (400).
 4. The normal answer, possibly with items missing (at random or `missing_uuid`), a
-   malformed body, or upper-case uuids.
+   malformed body, malformed items, upper-case uuids, a uuid stopped before answered
+   `repeat_stop_code`, padding to a huge size, gzip encoding.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field, replace
 
 import orjson
 
+from streamstop.fakeapi.bodies import encode_answer
 from streamstop.fakeapi.rules import (
     MAX_UUIDS,
     BadBody,
@@ -60,10 +62,13 @@ class Reply:
     sent: Sequence[object] = ()
 
 
-def respond(request: StopRequest, switches: Switches, rng: random.Random) -> Reply:
-    """Decide the answer to `request` under `switches`, drawing random choices from `rng`."""
+def respond(
+    request: StopRequest, switches: Switches, rng: random.Random, stopped: set[str]
+) -> Reply:
+    """Decide the answer to `request` under `switches`, drawing random choices from `rng`;
+    `stopped` (lower-case uuids answered 200 or 202 so far) grows with the answer."""
     sent, problem, uuids = _read(request.body)
-    reply = _answer(request, switches, rng, problem, uuids)
+    reply = _answer(request, switches, rng, stopped, problem, uuids)
     delay_s = switches.latency_ms / 1000
     if switches.latency_jitter_ms:
         delay_s += rng.uniform(0, switches.latency_jitter_ms) / 1000
@@ -87,6 +92,7 @@ def _answer(
     request: StopRequest,
     switches: Switches,
     rng: random.Random,
+    stopped: set[str],
     problem: Reply | None,
     uuids: list[str],
 ) -> Reply:
@@ -97,7 +103,8 @@ def _answer(
     if switches.error_rate and rng.random() < switches.error_rate:
         return _gateway_page(rng.choice(GATEWAY_STATUSES))
     if switches.throttle_rate and rng.random() < switches.throttle_rate:
-        return _message(429, "too many requests", {"Retry-After": str(switches.retry_after_s)})
+        retry_after = switches.retry_after_date or str(switches.retry_after_s)
+        return _message(429, "too many requests", {"Retry-After": retry_after})
     if not _authorized(request.authorization, switches.token.get_secret_value()):
         return _message(401, "unauthorized")
     if request.content_type.lower() != JSON:
@@ -113,7 +120,7 @@ def _answer(
             if switches.echo_authorization:
                 message += f" (request: Authorization: {request.authorization})"
             return _message(400, message)
-    return _stopped(list(unique.values()), switches, rng)
+    return _stopped(unique, switches, rng, stopped)
 
 
 def _authorized(header: str | None, token: str) -> bool:
@@ -121,19 +128,37 @@ def _authorized(header: str | None, token: str) -> bool:
     return header is not None and hmac.compare_digest(header.encode(), f"Basic {token}".encode())
 
 
-def _stopped(uuids: list[str], switches: Switches, rng: random.Random) -> Reply:
+def _stopped(
+    uuids: dict[str, str], switches: Switches, rng: random.Random, stopped: set[str]
+) -> Reply:
     malformed = bool(switches.malformed_rate) and rng.random() < switches.malformed_rate
-    if switches.missing_uuid:
-        lost = {uuid.lower() for uuid in switches.missing_uuid}
-        uuids = [uuid for uuid in uuids if uuid.lower() not in lost]
-    items = stop_items(uuids, uppercase=switches.uppercase_items)
+    for lost in switches.missing_uuid:
+        uuids.pop(lost.lower(), None)
+    items = stop_items(
+        uuids,
+        uppercase=switches.uppercase_items,
+        stopped=stopped,
+        repeat_code=switches.repeat_stop_code,
+    )
     if switches.missing_rate:
         items = [item for item in items if rng.random() >= switches.missing_rate]
     errors = has_errors(items)
     if malformed:
         body, content_type = rng.choice(_MALFORMED)(items, errors)
         return Reply(200, body, content_type)
-    return Reply(200, orjson.dumps({"errors": errors, "items": items}), JSON)
+    if switches.malformed_item_rate:
+        rate = switches.malformed_item_rate
+        items = [_malformed_item(item, rng) if rng.random() < rate else item for item in items]
+    body = encode_answer(errors, items, pad_mb=switches.huge_body_mb, gzip=switches.gzip_answers)
+    headers = {"Content-Encoding": "gzip"} if switches.gzip_answers else {}
+    return Reply(200, body, JSON, headers)
+
+
+def _malformed_item(item: dict[str, object], rng: random.Random) -> dict[str, object]:
+    """`item` made malformed: its uuid null or its code a string, half each."""
+    if rng.random() < 0.5:
+        return {**item, "messageUuid": None}
+    return {**item, "code": str(item["code"])}
 
 
 def _message(status: int, message: str, headers: Mapping[str, str] | None = None) -> Reply:

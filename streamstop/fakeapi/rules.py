@@ -6,7 +6,7 @@ Pure functions, so tests (and the daemon's tests) can predict every answer from 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import orjson
 
@@ -71,12 +71,29 @@ def distinct(uuids: Iterable[str]) -> dict[str, str]:
     return seen
 
 
-def stop_items(uuids: Iterable[str], *, uppercase: bool) -> list[dict[str, object]]:
-    """One `{"messageUuid", "code"}` item per uuid, echoing it as sent (or upper-cased)."""
-    return [
-        {"messageUuid": uuid.upper() if uppercase else uuid, "code": code_for(uuid)}
-        for uuid in uuids
-    ]
+def stop_items(
+    uuids: Mapping[str, str],
+    *,
+    uppercase: bool,
+    stopped: set[str],
+    repeat_code: int | None = None,
+) -> list[dict[str, object]]:
+    """One `{"messageUuid", "code"}` item per uuid (lower-case -> as sent, see `distinct`),
+    echoing it as sent (or upper-cased).
+
+    `stopped` holds the lower-case uuids answered 200 or 202 so far and grows with this
+    answer; one of them asked for again gets `repeat_code`, or, when that is None, the
+    same code again (an idempotent stop).
+    """
+    items: list[dict[str, object]] = []
+    for lowered, uuid in uuids.items():
+        code = code_for(uuid)
+        if lowered in stopped:
+            code = code if repeat_code is None else repeat_code
+        elif code in _SUCCESS_CODES:
+            stopped.add(lowered)
+        items.append({"messageUuid": uuid.upper() if uppercase else uuid, "code": code})
+    return items
 
 
 def has_errors(items: Iterable[dict[str, object]]) -> bool:

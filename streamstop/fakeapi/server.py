@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import random
 import signal
+import ssl
 import sys
 import time
 from collections.abc import Mapping
@@ -29,12 +30,14 @@ MAX_BODY_BYTES = 8 * 1024 * 1024
 
 
 class FakeState:
-    """The simulator's mutable state: switches (replaced whole), random source, record."""
+    """The simulator's mutable state: switches (replaced whole), random source, record,
+    and the uuids stopped so far (lower case)."""
 
     def __init__(self, switches: Switches, recorder: Recorder) -> None:
         self.switches = switches
         self.rng = random.Random(switches.seed)
         self.recorder = recorder
+        self.stopped: set[str] = set()
 
     def change(self, changes: Mapping[str, object]) -> None:
         """Apply runtime switch changes; a new `seed` restarts the random sequence."""
@@ -51,6 +54,7 @@ async def _stop(request: web.Request) -> web.Response:
     state = request.app[STATE]
     at = time.time()
     arrived = time.monotonic()
+    state.recorder.started(arrived)
     try:
         body: bytes | None = await request.read()
     except web.HTTPRequestEntityTooLarge:
@@ -59,6 +63,7 @@ async def _stop(request: web.Request) -> web.Response:
         StopRequest(request.headers.get(hdrs.AUTHORIZATION), request.content_type, body),
         state.switches,
         state.rng,
+        state.stopped,
     )
     state.recorder.add(request.headers.get("X-Request-Id"), reply.sent, reply.status, at)
     if reply.delay_s > 0:
@@ -83,12 +88,15 @@ async def _received(request: web.Request) -> web.Response:
 
 
 async def _reset(request: web.Request) -> web.Response:
-    request.app[STATE].recorder.reset()
+    state = request.app[STATE]
+    state.recorder.reset()
+    state.stopped.clear()
     return _json({"reset": True})
 
 
 async def _stats(request: web.Request) -> web.Response:
-    return _json(request.app[STATE].recorder.stats())
+    state = request.app[STATE]
+    return _json({**state.recorder.stats(), "stopped_uuids": len(state.stopped)})
 
 
 async def _get_config(request: web.Request) -> web.Response:
@@ -131,6 +139,8 @@ class Listen:
     port: int
     path: str
     record_file: Path | None
+    # Serve HTTPS with this context (None: plain HTTP).
+    tls: ssl.SSLContext | None = None
 
 
 async def serve(listen: Listen, switches: Switches) -> None:
@@ -145,9 +155,9 @@ async def serve(listen: Listen, switches: Switches) -> None:
     runner = web.AppRunner(build_app(FakeState(switches, recorder), listen.path), access_log=None)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, listen.host, listen.port)
+        site = web.TCPSite(runner, listen.host, listen.port, ssl_context=listen.tls)
         await site.start()
-        base = _base_url(runner.addresses[0])
+        base = _base_url(runner.addresses[0], "https" if listen.tls else "http")
         line = {
             "event": "fake_api_listening",
             "url": f"{base}{listen.path}",
@@ -161,10 +171,21 @@ async def serve(listen: Listen, switches: Switches) -> None:
         recorder.close()
 
 
-def _base_url(address: object) -> str:
+def _base_url(address: object, scheme: str) -> str:
     # IPv4 sockets give (host, port), IPv6 ones (host, port, flowinfo, scope_id).
     assert isinstance(address, tuple)
     host, port = str(address[0]), int(address[1])
     if ":" in host:
         host = f"[{host}]"
-    return f"http://{host}:{port}"
+    return f"{scheme}://{host}:{port}"
+
+
+def tls_context(certfile: Path, keyfile: Path | None, client_cafile: Path | None) -> ssl.SSLContext:
+    """A server TLS context; with `client_cafile`, clients must present a certificate it
+    signed (an mTLS gateway). Raises OSError or ssl.SSLError for unusable files."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(certfile, keyfile)
+    if client_cafile is not None:
+        context.load_verify_locations(cafile=client_cafile)
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context

@@ -4,11 +4,28 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from email.utils import parsedate_to_datetime
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+)
 
 Rate = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+def _http_date(value: str) -> str:
+    if value:
+        try:
+            parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            raise ValueError("must be an HTTP-date, e.g. 'Fri, 01 Jan 2100 00:00:00 GMT'") from None
+    return value
 
 
 class Switches(BaseModel):
@@ -31,11 +48,39 @@ class Switches(BaseModel):
     )
     throttle_rate: Rate = Field(default=0.0, description="fraction answered 429 with Retry-After")
     retry_after_s: int = Field(default=1, ge=0, description="Retry-After seconds sent with a 429")
+    retry_after_date: Annotated[str, AfterValidator(_http_date)] = Field(
+        default="",
+        description="send this HTTP-date as a 429's Retry-After instead of retry_after_s, "
+        "e.g. 'Fri, 01 Jan 2100 00:00:00 GMT' (far future)",
+    )
     missing_rate: Rate = Field(
         default=0.0, description="fraction of items left out of a good answer"
     )
     malformed_rate: Rate = Field(
         default=0.0, description="fraction of good answers whose body is not the documented shape"
+    )
+    malformed_item_rate: Rate = Field(
+        default=0.0,
+        description="fraction of a good answer's items made malformed: a null messageUuid "
+        "or the code as a string (half each)",
+    )
+    huge_body_mb: int = Field(
+        default=0,
+        ge=0,
+        le=16_384,
+        description="pad every good answer with this many MiB of items for a uuid nobody asked for",
+    )
+    gzip_answers: bool = Field(
+        default=False,
+        description="send good answers with Content-Encoding: gzip; with --huge-body-mb, a "
+        "gzip bomb (1 GiB of JSON is about 1 MB on the wire)",
+    )
+    repeat_stop_code: int | None = Field(
+        default=None,
+        ge=100,
+        le=999,
+        description="per-item code for a uuid an earlier answer already stopped (200 or 202); "
+        "default: the same code again, as an idempotent API would",
     )
     reject_uuid: tuple[str, ...] = Field(
         default=(), description="a request containing this uuid gets 400 (repeatable)"
