@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: venv kafka-fetch kafka-up kafka-down helm-fetch lint typecheck test demo bench clean
+.PHONY: venv kafka-fetch kafka-up kafka-down helm-fetch asyncapi-fetch lint typecheck test demo bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,9 @@ kafka-down:
 helm-fetch:
 	scripts/helm.sh >/dev/null
 
+asyncapi-fetch:
+	scripts/asyncapi.sh fetch
+
 lint: venv
 	$(BIN)/ruff check streamstop tests scripts benchmarks
 	$(BIN)/ruff format --check streamstop tests scripts benchmarks
@@ -35,7 +38,7 @@ lint: venv
 typecheck: venv
 	$(BIN)/mypy
 
-test: venv kafka-fetch helm-fetch lint typecheck
+test: venv kafka-fetch helm-fetch asyncapi-fetch lint typecheck
 	$(BIN)/pytest -q
 
 demo: venv kafka-up
