@@ -31,8 +31,8 @@ asyncapi-fetch:
 	scripts/asyncapi.sh fetch
 
 lint: venv
-	$(BIN)/ruff check streamstop tests scripts benchmarks
-	$(BIN)/ruff format --check streamstop tests scripts benchmarks
+	$(BIN)/ruff check streamstop tests scripts benchmarks examples
+	$(BIN)/ruff format --check streamstop tests scripts benchmarks examples
 	$(BIN)/hadolint Dockerfile
 
 typecheck: venv
