@@ -19,8 +19,7 @@ CACHE := $(or $(STREAMSTOP_CACHE),$(HOME)/.cache/streamstop)
 DURATIONS ?= 15
 
 .PHONY: venv lock lock-check sbom kafka-fetch kafka-up kafka-down helm-fetch promtool-fetch \
-	lint typecheck \
-	test demo bench clean clean-cache
+	asyncapi-fetch lint typecheck test demo bench clean clean-cache
 
 $(UV): requirements/uv.txt
 	rm -rf $(TOOLS)
@@ -61,15 +60,19 @@ helm-fetch:
 promtool-fetch:
 	scripts/promtool.sh >/dev/null
 
+# The AsyncAPI parser validates docs/asyncapi.yaml (tests/test_contract_asyncapi.py).
+asyncapi-fetch:
+	scripts/asyncapi.sh fetch
+
 lint: venv
-	$(BIN)/ruff check streamstop tests scripts benchmarks
-	$(BIN)/ruff format --check streamstop tests scripts benchmarks
+	$(BIN)/ruff check streamstop tests scripts benchmarks examples
+	$(BIN)/ruff format --check streamstop tests scripts benchmarks examples
 	$(BIN)/hadolint Dockerfile
 
 typecheck: venv
 	$(BIN)/mypy
 
-test: venv kafka-fetch helm-fetch promtool-fetch lint typecheck
+test: venv kafka-fetch helm-fetch promtool-fetch asyncapi-fetch lint typecheck
 	$(BIN)/pytest -q --durations=$(DURATIONS)
 
 demo: venv kafka-up

@@ -30,6 +30,8 @@ _BATCH_BYTES = 512 * 1024
 _TOPIC_READY_TIMEOUT_S = 30.0
 _COORDINATOR_TIMEOUT_S = 30.0
 _POLL_INTERVAL_S = 0.1
+# Checks `consume_all` runs on every record it reads from a topic (see `check_records_of`).
+_RECORD_CHECKS: dict[str, Callable[[ConsumerRecord], object]] = {}
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -66,6 +68,12 @@ class MakeTopic(Protocol):
     def __call__(
         self, partitions: int = 6, name_prefix: str = "t", configs: dict[str, str] | None = None
     ) -> str: ...
+
+
+def check_records_of(topic: str, check: Callable[[ConsumerRecord], object]) -> None:
+    """Have `consume_all` run `check` (which raises to fail) on every record it reads from
+    `topic`: a topic's contract is then checked by every test that reads it."""
+    _RECORD_CHECKS[topic] = check
 
 
 def unique_name(prefix: str) -> str:
@@ -334,7 +342,8 @@ async def consume_all_async(
 
     Returns once at least `expected` records arrived and everything already in the topic
     at that moment is read (so duplicates beyond `expected` show up without waiting), or
-    with what arrived so far when `timeout_s` passes: assert on the result.
+    with what arrived so far when `timeout_s` passes: assert on the result. Each record
+    passes the topic's check first, if one is registered (`check_records_of`).
     """
     async with _consumer(bootstrap, isolation_level=isolation_level) as consumer:
         tps = await _topic_partitions(bootstrap, topic)
@@ -351,7 +360,11 @@ async def consume_all_async(
             fetched = await consumer.getmany(*tps, timeout_ms=int(min(left, 0.5) * 1000))
             for batch in fetched.values():
                 records.extend(batch)
-        return sorted(records, key=lambda r: (r.partition, r.offset))
+    check = _RECORD_CHECKS.get(topic)
+    if check is not None:
+        for record in records:
+            check(record)
+    return sorted(records, key=lambda r: (r.partition, r.offset))
 
 
 async def _reached(consumer: Any, ends: dict[TopicPartition, int]) -> bool:
