@@ -11,8 +11,10 @@ from collections.abc import Iterator
 
 import pytest
 from kafkahelp import KafkaBroker, MakeTopic, create_topic, delete_topics, kafka_sh, unique_name
+from securekafka import TOKEN_LIFETIME_S, SecureKafka
+from tokenserver import running_token_server
 
-_BROKER_FIXTURES = {"kafka_broker", "kafka_bootstrap"}
+_BROKER_FIXTURES = {"kafka_broker", "kafka_bootstrap", "secure_kafka"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -35,6 +37,18 @@ def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBrok
     finally:
         # Also after a failed start: the broker may be up but never became ready.
         kafka_sh("down", state_dir)
+
+
+@pytest.fixture(scope="session")
+def secure_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureKafka]:
+    """The session's secured broker (SASL_SSL, SASL_PLAINTEXT, mTLS and OAUTHBEARER
+    listeners, see securekafka.py) with its OAuth token server; both stopped at the end."""
+    state_dir = tmp_path_factory.mktemp("kafka-secure")
+    with running_token_server(TOKEN_LIFETIME_S) as tokens:
+        try:
+            yield SecureKafka.start_in(state_dir, tokens)
+        finally:
+            kafka_sh("down", state_dir)
 
 
 @pytest.fixture(scope="session")

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -71,13 +72,18 @@ def unique_name(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
 
 
-def kafka_sh(*args: str | Path) -> str:
-    """Run scripts/kafka.sh with `args` and return its stdout, stripped.
+def kafka_sh(*args: str | Path, env: Mapping[str, str] | None = None) -> str:
+    """Run scripts/kafka.sh with `args` (and `env` added to the environment) and return
+    its stdout, stripped.
 
     Raises RuntimeError carrying the script's stderr (e.g. the broker's errors) on failure.
     """
     done = subprocess.run(
-        [str(KAFKA_SH), *map(str, args)], capture_output=True, text=True, check=False
+        [str(KAFKA_SH), *map(str, args)],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, **(env or {})},
     )
     if done.returncode != 0:
         raise RuntimeError(f"kafka.sh {' '.join(map(str, args))} failed:\n{done.stderr}")

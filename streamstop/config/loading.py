@@ -29,7 +29,6 @@ ENV_PREFIX = "STREAMSTOP_"
 ENV_NESTING = "__"
 CONFIG_ENV = "STREAMSTOP_CONFIG"
 DEFAULT_PATH = Path("config/streamstop.toml")
-_SASL_PROTOCOLS = ("SASL_PLAINTEXT", "SASL_SSL")
 
 # Where a value came from, by its location, to make errors actionable.
 _Origins = dict[tuple[str, ...], str]
@@ -129,21 +128,11 @@ def _describe(error: ErrorDetails, origins: _Origins) -> str:
 def _run_requirements(settings: Settings) -> list[str]:
     """Credentials `run` needs; secret files are read now so a bad mount shows up early."""
     problems: list[str] = []
-    for read in (settings.api_token, settings.sasl_password_value):
-        try:
-            read()
-        except ConfigError as exc:
-            problems.extend(exc.problems)
-    kafka = settings.kafka
-    if kafka.security_protocol in _SASL_PROTOCOLS:
-        needs = f"required when kafka.security_protocol is {kafka.security_protocol}"
-        if not kafka.sasl_username:
-            problems.append(f"kafka.sasl_username: {needs}")
-        if kafka.sasl_password_file is None and not kafka.sasl_password.get_secret_value():
-            problems.append(
-                f"kafka.sasl_password: one of it or kafka.sasl_password_file is {needs}"
-            )
-    return problems
+    try:
+        settings.api_token()
+    except ConfigError as exc:
+        problems.extend(exc.problems)
+    return problems + settings.kafka_problems()
 
 
 def render_effective(settings: Settings) -> str:

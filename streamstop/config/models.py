@@ -8,6 +8,8 @@ rotated Kubernetes Secret is picked up without a restart.
 from __future__ import annotations
 
 import re
+import ssl
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
@@ -26,7 +28,9 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 MAX_BATCH_SIZE = 10_000  # the stop API's limit per request
 
 _TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
-_SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+_SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER")
+_TLS_PROTOCOLS = ("SSL", "SASL_SSL")
+_SASL_PROTOCOLS = ("SASL_PLAINTEXT", "SASL_SSL")
 # What an HTTP header value can carry safely: a newline would split the header.
 _HEADER_SAFE = re.compile(r"[\x21-\x7e]+")
 
@@ -65,6 +69,21 @@ def _only_one(secret: SecretStr | None, file: Path | None, secret_key: str, file
         raise ValueError(f"set either {secret_key} or {file_key}, not both")
 
 
+def _check_http_url(value: str, credentials_hint: str) -> str:
+    try:
+        parts = urlsplit(value)
+        scheme, hostname = parts.scheme, parts.hostname
+        has_credentials = parts.username is not None or parts.password is not None
+    except ValueError:  # e.g. an unbalanced IPv6 bracket
+        scheme, hostname, has_credentials = "", None, False
+    if scheme not in ("http", "https") or not hostname:
+        raise ValueError("must be an http:// or https:// URL with a host")
+    # URLs are logged and printed by check-config; credentials belong in secret keys.
+    if has_credentials:
+        raise ValueError(f"must not contain credentials; use {credentials_hint}")
+    return value
+
+
 def _check_topic(value: str) -> str:
     if not _TOPIC.fullmatch(value) or value in (".", ".."):
         raise ValueError("must be a Kafka topic name: 1-249 of A-Z a-z 0-9 . _ -")
@@ -92,6 +111,17 @@ class KafkaSettings(BaseModel):
     sasl_password: SecretStr = SecretStr("")
     sasl_password_file: SecretFile = None
     ssl_cafile: str = ""
+    # A client certificate (mTLS); the key may also sit in the certificate file.
+    ssl_certfile: str = ""
+    ssl_keyfile: str = ""
+    ssl_key_password: SecretStr = SecretStr("")
+    ssl_key_password_file: SecretFile = None
+    # OAUTHBEARER: an access token from this endpoint, client-credentials grant.
+    oauth_token_url: str = ""
+    oauth_client_id: str = ""
+    oauth_client_secret: SecretStr = SecretStr("")
+    oauth_client_secret_file: SecretFile = None
+    oauth_scope: str = ""
 
     @field_validator("bootstrap_servers")
     @classmethod
@@ -130,16 +160,19 @@ class KafkaSettings(BaseModel):
             raise ValueError(f"must be empty (PLAIN) or one of {', '.join(_SASL_MECHANISMS)}")
         return value
 
-    @field_validator("sasl_password_file")
+    @field_validator("sasl_password_file", "ssl_key_password_file", "oauth_client_secret_file")
     @classmethod
-    def _password_file(cls, value: Path | None, info: ValidationInfo) -> Path | None:
-        _only_one(
-            info.data.get("sasl_password"),
-            value,
-            "kafka.sasl_password",
-            "kafka.sasl_password_file",
-        )
+    def _secret_file(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        assert info.field_name is not None
+        inline = info.field_name.removesuffix("_file")
+        _only_one(info.data.get(inline), value, f"kafka.{inline}", f"kafka.{info.field_name}")
         return value
+
+    @field_validator("oauth_token_url")
+    @classmethod
+    def _token_url(cls, value: str) -> str:
+        hint = "kafka.oauth_client_id and kafka.oauth_client_secret(_file)"
+        return _check_http_url(value, hint) if value else value
 
 
 class BatchSettings(BaseModel):
@@ -171,18 +204,7 @@ class ApiSettings(BaseModel):
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
-        try:
-            parts = urlsplit(value)
-            scheme, hostname = parts.scheme, parts.hostname
-            has_credentials = parts.username is not None or parts.password is not None
-        except ValueError:  # e.g. an unbalanced IPv6 bracket
-            scheme, hostname, has_credentials = "", None, False
-        if scheme not in ("http", "https") or not hostname:
-            raise ValueError("must be an http:// or https:// URL with a host")
-        # The URL is logged and printed by check-config; credentials belong in api.token.
-        if has_credentials:
-            raise ValueError("must not contain credentials; use api.token or api.token_file")
-        return value
+        return _check_http_url(value, "api.token or api.token_file")
 
     @field_validator("token")
     @classmethod
@@ -308,9 +330,146 @@ class Settings(BaseSettings):
     def sasl_password_value(self) -> str | None:
         """The SASL password now (`kafka.sasl_password` or its file read at this call), or None."""
         kafka = self.kafka
-        if kafka.sasl_password_file is not None:
-            return _read_secret_file(kafka.sasl_password_file, "kafka.sasl_password_file")
-        return kafka.sasl_password.get_secret_value() or None
+        return _secret_value(kafka.sasl_password, kafka.sasl_password_file, "kafka.sasl_password")
+
+    def oauth_client_secret_value(self) -> str | None:
+        """The OAuth client secret now (inline or its file read at this call), or None."""
+        kafka = self.kafka
+        return _secret_value(
+            kafka.oauth_client_secret, kafka.oauth_client_secret_file, "kafka.oauth_client_secret"
+        )
+
+    def ssl_key_password_value(self) -> str | None:
+        """The client key's password now (inline or its file read at this call), or None."""
+        kafka = self.kafka
+        return _secret_value(
+            kafka.ssl_key_password, kafka.ssl_key_password_file, "kafka.ssl_key_password"
+        )
+
+    def kafka_ssl_context(self) -> ssl.SSLContext | None:
+        """TLS for SSL and SASL_SSL (None otherwise), from the CA, certificate and key files
+        read at this call: broker certificates verified, host names checked.
+
+        Raises ConfigError, one line naming the key, when a file cannot be read or used.
+        """
+        kafka = self.kafka
+        if kafka.security_protocol not in _TLS_PROTOCOLS:
+            return None
+        for key in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+            if getattr(kafka, key):
+                _check_readable(Path(getattr(kafka, key)), f"kafka.{key}")
+        try:
+            context = ssl.create_default_context(cafile=kafka.ssl_cafile or None)
+        except ssl.SSLError as exc:
+            problem = f"kafka.ssl_cafile: {kafka.ssl_cafile} holds no usable PEM certificate"
+            raise ConfigError([f"{problem} ({exc.reason or exc})"]) from None
+        if kafka.ssl_certfile:
+            password = self.ssl_key_password_value() or ""
+            try:
+                # A callable, also when empty: without one OpenSSL prompts on the terminal.
+                context.load_cert_chain(
+                    kafka.ssl_certfile, kafka.ssl_keyfile or None, password=lambda: password
+                )
+            except ssl.SSLError as exc:
+                raise ConfigError([_cert_chain_problem(kafka, exc)]) from None
+        return context
+
+    def kafka_problems(self) -> list[str]:
+        """What keeps the Kafka clients from connecting as configured, one line per problem:
+        keys the protocol or mechanism needs, keys it would silently ignore, and secret,
+        CA, certificate and key files that cannot be read or used (read now)."""
+        problems = _combination_problems(self.kafka)
+        readers: list[Callable[[], object]] = [
+            self.kafka_ssl_context,
+            self.sasl_password_value,
+            self.oauth_client_secret_value,
+        ]
+        for read in readers:
+            try:
+                read()
+            except ConfigError as exc:
+                problems.extend(exc.problems)
+        return problems
+
+
+def _combination_problems(kafka: KafkaSettings) -> list[str]:
+    """Keys the protocol and mechanism need, and keys set where they would be ignored."""
+    return [*_sasl_problems(kafka), *_client_certificate_problems(kafka)]
+
+
+def _sasl_problems(kafka: KafkaSettings) -> list[str]:
+    protocol, oauth = kafka.security_protocol, kafka.sasl_mechanism == "OAUTHBEARER"
+    problems: list[str] = []
+    if protocol not in _SASL_PROTOCOLS:
+        if oauth:
+            problems.append(f"kafka.sasl_mechanism: OAUTHBEARER needs SASL_SSL, not {protocol}")
+    elif oauth:
+        needs = "required when kafka.sasl_mechanism is OAUTHBEARER"
+        problems.extend(
+            f"kafka.{key}: {needs}"
+            for key in ("oauth_token_url", "oauth_client_id")
+            if not getattr(kafka, key)
+        )
+        if not _has_secret(kafka.oauth_client_secret, kafka.oauth_client_secret_file):
+            problems.append(f"kafka.oauth_client_secret: one of it or its _file is {needs}")
+    else:
+        needs = f"required when kafka.security_protocol is {protocol}"
+        if not kafka.sasl_username:
+            problems.append(f"kafka.sasl_username: {needs}")
+        if not _has_secret(kafka.sasl_password, kafka.sasl_password_file):
+            problems.append(f"kafka.sasl_password: one of it or its _file is {needs}")
+    if not oauth:
+        problems.extend(
+            f"kafka.{key}: used only when kafka.sasl_mechanism is OAUTHBEARER"
+            for key in ("oauth_token_url", "oauth_client_id", "oauth_scope")
+            if getattr(kafka, key)
+        )
+    return problems
+
+
+def _client_certificate_problems(kafka: KafkaSettings) -> list[str]:
+    protocol = kafka.security_protocol
+    keys = [key for key in ("ssl_certfile", "ssl_keyfile") if getattr(kafka, key)]
+    if _has_secret(kafka.ssl_key_password, kafka.ssl_key_password_file):
+        keys.append("ssl_key_password")
+    if keys and protocol not in _TLS_PROTOCOLS:
+        return [f"kafka.{key}: used only with SSL or SASL_SSL, not {protocol}" for key in keys]
+    if keys and not kafka.ssl_certfile:
+        return [f"kafka.ssl_certfile: required with kafka.{keys[0]}"]
+    return []
+
+
+def _has_secret(inline: SecretStr, file: Path | None) -> bool:
+    return file is not None or bool(inline.get_secret_value())
+
+
+def _secret_value(inline: SecretStr, file: Path | None, key: str) -> str | None:
+    """A secret's value now: its `*_file` read at this call, else the inline value, else None."""
+    if file is not None:
+        return _read_secret_file(file, f"{key}_file")
+    return inline.get_secret_value() or None
+
+
+def _check_readable(path: Path, key: str) -> None:
+    try:
+        with path.open("rb"):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise ConfigError([f"{key}: cannot read {path}: {reason}"]) from None
+
+
+def _cert_chain_problem(kafka: KafkaSettings, exc: ssl.SSLError) -> str:
+    """One line for a client certificate and key that OpenSSL refused, naming the likely fix."""
+    files = kafka.ssl_certfile + (f" and {kafka.ssl_keyfile}" if kafka.ssl_keyfile else "")
+    reason = exc.reason or str(exc)
+    if reason in ("BAD_DECRYPT", "BAD_PASSWORD_READ", "PROBLEMS_GETTING_PASSWORD"):
+        hint = "the key is encrypted: check kafka.ssl_key_password(_file)"
+    elif reason == "KEY_VALUES_MISMATCH":
+        hint = "the key does not belong to the certificate"
+    else:
+        hint = "expected a PEM certificate and a PEM private key"
+    return f"kafka.ssl_certfile: cannot use {files}: {hint} ({reason})"
 
 
 def _read_secret_file(path: Path, key: str) -> str:
