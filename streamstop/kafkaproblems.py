@@ -21,7 +21,7 @@ from streamstop.oauth import OAuthTokenError
 _MAX_QUOTED = 200
 # OpenSSL verify codes (X509_V_ERR_*) with their own advice.
 _CERT_HAS_EXPIRED = 10
-_HOSTNAME_MISMATCH = 62
+_NAME_MISMATCH = {62, 64}  # host name, IP address
 # TLS alerts a broker sends when it does not accept the client's certificate.
 _NO_CLIENT_CERTIFICATE = {"TLSV13_ALERT_CERTIFICATE_REQUIRED"}
 _CLIENT_CERTIFICATE_REFUSED = {
@@ -93,11 +93,11 @@ def _describe_one(exc: BaseException, settings: Settings, where: str) -> str | N
             f"no answer in time from {where}: check kafka.bootstrap_servers, network "
             f"policies and firewalls, and that {kafka.security_protocol} is the listener's"
         )
-    if isinstance(exc, asyncio.IncompleteReadError):
-        return _protocol_mismatch(where, kafka.security_protocol)
-    if isinstance(exc, errors.KafkaConnectionError) and "closed" in str(exc):
-        # Without a cause in the chain, a close during connect is a protocol mismatch.
-        return _protocol_mismatch(where, kafka.security_protocol)
+    if isinstance(exc, asyncio.IncompleteReadError) or (
+        # Without a more specific cause, a close while connecting is a mismatch.
+        isinstance(exc, errors.KafkaConnectionError) and "closed" in str(exc)
+    ):
+        return _closed_while_connecting(settings, where)
     if isinstance(exc, errors.KafkaConnectionError):
         return (
             f"cannot connect to Kafka at {where}: check kafka.bootstrap_servers, "
@@ -139,10 +139,12 @@ def _login_refused(exc: BaseException, settings: Settings, where: str) -> str:
 def _broker_certificate_refused(
     exc: ssl.SSLCertVerificationError, settings: Settings, where: str
 ) -> str:
-    detail = exc.verify_message or exc.reason or "verify failed"
-    if exc.verify_code == _CERT_HAS_EXPIRED:
+    # Set by OpenSSL; absent when the error was made elsewhere.
+    code = getattr(exc, "verify_code", None)
+    detail = getattr(exc, "verify_message", None) or "certificate verify failed"
+    if code == _CERT_HAS_EXPIRED:
         advice = "the brokers' certificate must be renewed"
-    elif exc.verify_code == _HOSTNAME_MISMATCH:
+    elif code in _NAME_MISMATCH:
         advice = "use a bootstrap address the brokers' certificate names"
     else:
         cafile = settings.kafka.ssl_cafile
@@ -152,7 +154,7 @@ def _broker_certificate_refused(
 
 
 def _handshake_failed(exc: ssl.SSLError, settings: Settings, where: str) -> str:
-    reason = exc.reason or "SSL error"
+    reason = getattr(exc, "reason", None) or "SSL error"
     certfile = settings.kafka.ssl_certfile
     if reason in _NO_CLIENT_CERTIFICATE or (reason in _CLIENT_CERTIFICATE_REFUSED and not certfile):
         return (
@@ -170,10 +172,14 @@ def _handshake_failed(exc: ssl.SSLError, settings: Settings, where: str) -> str:
     )
 
 
-def _protocol_mismatch(where: str, protocol: str) -> str:
+def _closed_while_connecting(settings: Settings, where: str) -> str:
+    kafka = settings.kafka
+    check = f"that the listener speaks {kafka.security_protocol}"
+    if kafka.ssl_certfile:
+        check += f" and accepts the client certificate {kafka.ssl_certfile}"
     return (
-        f"the broker at {where} closed the connection while connecting: check that the "
-        f"listener speaks {protocol} (TLS listeners need SSL or SASL_SSL, SASL ones SASL_*)"
+        f"the broker at {where} closed the connection while connecting: check {check} "
+        "(TLS listeners need SSL or SASL_SSL, SASL ones SASL_*)"
     )
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from kafkahelp import KafkaBroker, MakeTopic, create_topic, delete_topics, kafka_sh, unique_name
@@ -37,6 +38,15 @@ def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBrok
     finally:
         # Also after a failed start: the broker may be up but never became ready.
         kafka_sh("down", state_dir)
+
+
+@pytest.fixture(scope="session")
+def tls_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Test certificates as scripts/kafka.sh makes them for the secured broker (ca, broker,
+    client, client-protected, expired, other, other-ca), without a broker."""
+    state_dir = tmp_path_factory.mktemp("certs")
+    kafka_sh("certs", state_dir)
+    return state_dir / "tls"
 
 
 @pytest.fixture(scope="session")

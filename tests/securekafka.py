@@ -116,9 +116,7 @@ class SecureKafka:
         self, user: str, password: str, mechanism: str = "SCRAM-SHA-512"
     ) -> None:
         """Create SCRAM user `user` or change its password, as an operator would (Kafka's
-        ConfigCommand; the password goes through a file, never the command line)."""
-        config = self.state_dir / f"scram-{secrets.token_hex(4)}.properties"
-        config.write_text(f"{mechanism}=[iterations=4096,password={password}]\n")
+        ConfigCommand, which reads SCRAM credentials only from its command line)."""
         try:
             kafka_sh(
                 "tool",
@@ -130,11 +128,11 @@ class SecureKafka:
                 "users",
                 "--entity-name",
                 user,
-                "--add-config-file",
-                config,
+                "--add-config",
+                f"{mechanism}=[password={password}]",
             )
-        finally:
-            config.unlink()
+        except RuntimeError as exc:
+            raise RuntimeError(str(exc).replace(password, "***")) from None
 
     @contextmanager
     def denied(self, principal: str, topic: str, operation: str = "ALL") -> Iterator[None]:

@@ -34,7 +34,7 @@ class TokenServer:
     """What the server knows and did; read and changed by tests while it serves."""
 
     lifetime_s: int
-    clients: dict[str, str] = field(default_factory=dict)
+    clients: dict[str, tuple[str, ...]] = field(default_factory=dict)
     issued: Counter[str] = field(default_factory=Counter)
     refused: Counter[str] = field(default_factory=Counter)
     tokens: list[str] = field(default_factory=list)
@@ -52,10 +52,11 @@ class TokenServer:
     def jwks_url(self) -> str:
         return f"{self.url}/jwks"
 
-    def set_client(self, client_id: str, secret: str) -> None:
-        """Register `client_id` or change its secret (the old one is refused from now on)."""
+    def set_client(self, client_id: str, *secrets: str) -> None:
+        """Register `client_id` with the secrets it may use (two while one is rotated, as
+        identity providers allow); any other secret is refused from now on."""
         with self._lock:
-            self.clients[client_id] = secret
+            self.clients[client_id] = secrets
 
     def issued_to(self, client_id: str) -> int:
         with self._lock:
@@ -72,7 +73,7 @@ class TokenServer:
     def grant(self, client_id: str, secret: str, scope: str) -> tuple[int, dict[str, Any]]:
         """The answer to a client-credentials request: (HTTP status, JSON body)."""
         with self._lock:
-            if self.clients.get(client_id) != secret:
+            if secret not in self.clients.get(client_id, ()):
                 self.refused[client_id] += 1
                 return 401, {"error": "invalid_client"}
             now = int(time.time())

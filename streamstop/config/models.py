@@ -462,14 +462,22 @@ def _check_readable(path: Path, key: str) -> None:
 def _cert_chain_problem(kafka: KafkaSettings, exc: ssl.SSLError) -> str:
     """One line for a client certificate and key that OpenSSL refused, naming the likely fix."""
     files = kafka.ssl_certfile + (f" and {kafka.ssl_keyfile}" if kafka.ssl_keyfile else "")
-    reason = exc.reason or str(exc)
-    if reason in ("BAD_DECRYPT", "BAD_PASSWORD_READ", "PROBLEMS_GETTING_PASSWORD"):
-        hint = "the key is encrypted: check kafka.ssl_key_password(_file)"
-    elif reason == "KEY_VALUES_MISMATCH":
+    if exc.reason == "KEY_VALUES_MISMATCH":
         hint = "the key does not belong to the certificate"
+    elif _is_encrypted_key(Path(kafka.ssl_keyfile or kafka.ssl_certfile)):
+        # OpenSSL says only "PEM lib" for a wrong or missing password.
+        hint = "the key is encrypted and kafka.ssl_key_password(_file) does not open it"
     else:
         hint = "expected a PEM certificate and a PEM private key"
-    return f"kafka.ssl_certfile: cannot use {files}: {hint} ({reason})"
+    return f"kafka.ssl_certfile: cannot use {files}: {hint}"
+
+
+def _is_encrypted_key(path: Path) -> bool:
+    try:
+        text = path.read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return False
+    return "ENCRYPTED PRIVATE KEY" in text or "Proc-Type: 4,ENCRYPTED" in text
 
 
 def _read_secret_file(path: Path, key: str) -> str:
