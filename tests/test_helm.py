@@ -43,7 +43,21 @@ HPA = CHART / "ci" / "hpa-values.yaml"
 ALL_ON = CHART / "ci" / "all-on-values.yaml"
 INLINE_TOKEN = "inline-T0ken-for-chart-tests"
 # Secret keys the chart owns: the daemon reads them from mounted files, never from values.
-SECRET_KEYS = {"api": {"token", "token_file"}, "kafka": {"sasl_password", "sasl_password_file"}}
+SECRET_KEYS = {
+    "api": {"token", "token_file"},
+    "kafka": {
+        "sasl_password",
+        "sasl_password_file",
+        "ssl_certfile",
+        "ssl_keyfile",
+        "ssl_key_password",
+        "ssl_key_password_file",
+        "oauth_client_secret",
+        "oauth_client_secret_file",
+    },
+}
+MTLS = CHART / "ci" / "mtls-values.yaml"
+OAUTH = CHART / "ci" / "oauth-values.yaml"
 
 
 @pytest.fixture(scope="session")
@@ -235,6 +249,137 @@ def test_sasl_without_a_password_refuses_to_render(helm: Path) -> None:
     assert "kafkaSasl" in refusal
 
 
+def _mounted_files(objects: list[Manifest]) -> dict[Path, tuple[str, str]]:
+    """Where each Secret key lands in the pod: path -> (Secret name, key)."""
+    mounts = {mount["name"]: mount["mountPath"] for mount in _container(objects)["volumeMounts"]}
+    volumes = {volume["name"]: volume for volume in _pod_spec(objects)["volumes"]}
+    files: dict[Path, tuple[str, str]] = {}
+    for source in volumes["secrets"]["projected"]["sources"]:
+        for item in source["secret"]["items"]:
+            path = Path(mounts["secrets"]) / item["path"]
+            files[path] = (source["secret"]["name"], item["key"])
+    return files
+
+
+def _trigger_auth(objects: list[Manifest]) -> dict[str, tuple[str, str]]:
+    """KEDA parameter -> (Secret, key) or ("env", container variable's value)."""
+    auth = one(objects, "TriggerAuthentication")["spec"]
+    env = {item["name"]: item.get("value") for item in _container(objects)["env"]}
+    given = {ref["parameter"]: (ref["name"], ref["key"]) for ref in auth["secretTargetRef"]}
+    for ref in auth.get("env", []):
+        assert ref["containerName"] == _container(objects)["name"]
+        given[ref["parameter"]] = ("env", env[ref["name"]])
+    return given
+
+
+def test_mutual_tls_mounts_the_cluster_ca_and_user_certificate_for_pods_and_keda(
+    helm: Path,
+) -> None:
+    values = yaml.safe_load(MTLS.read_text())
+    objects = render(helm, [MTLS])
+    kafka = tomllib.loads(_toml(objects))["kafka"]
+    files = _mounted_files(objects)
+    ca, client = values["kafkaTls"]["caSecret"], values["kafkaTls"]["clientSecret"]
+
+    assert files[Path(kafka["ssl_cafile"])] == (ca, "ca.crt")
+    assert files[Path(kafka["ssl_certfile"])] == (client, "user.crt")
+    assert files[Path(kafka["ssl_keyfile"])] == (client, "user.key")
+    assert "ssl_key_password_file" not in kafka
+    (trigger,) = one(objects, "ScaledObject")["spec"]["triggers"]
+    assert trigger["metadata"]["tls"] == "enable"
+    assert "sasl" not in trigger["metadata"]
+    assert _trigger_auth(objects) == {
+        "ca": (ca, "ca.crt"),
+        "cert": (client, "user.crt"),
+        "key": (client, "user.key"),
+    }
+    assert find(objects, "Secret") == []
+
+
+def test_oauthbearer_mounts_the_client_secret_and_keda_asks_the_same_endpoint(
+    helm: Path, tmp_path: Path, tls_dir: Path
+) -> None:
+    values = yaml.safe_load(OAUTH.read_text())
+    config = values["config"]["kafka"]
+    objects = render(helm, [OAUTH])
+    kafka = tomllib.loads(_toml(objects))["kafka"]
+    files = _mounted_files(objects)
+    tls = values["kafkaTls"]["clientSecret"]
+
+    assert files[Path(kafka["oauth_client_secret_file"])] == ("streamstop-oauth", "client-secret")
+    assert files[Path(kafka["ssl_key_password_file"])] == (tls, "key-password")
+    assert "sasl_password_file" not in kafka
+    (trigger,) = one(objects, "ScaledObject")["spec"]["triggers"]
+    assert trigger["metadata"]["sasl"] == "oauthbearer"
+    assert _trigger_auth(objects) == {
+        "password": ("streamstop-oauth", "client-secret"),
+        "ca": ("kafka-ca", "ca.crt"),
+        "cert": (tls, "tls.crt"),
+        "key": (tls, "tls.key"),
+        "keyPassword": (tls, "key-password"),
+        "username": ("env", config["oauth_client_id"]),
+        "oauthTokenEndpointUri": ("env", config["oauth_token_url"]),
+        "scopes": ("env", "kafka,profile"),
+    }
+    # The variables KEDA reads must not change what the daemon reads.
+    settings = _daemon_settings(objects, tmp_path, tls_dir)
+    container_env = {item["name"]: item["value"] for item in _container(objects)["env"]}
+    overridden = load_settings(
+        str(tmp_path / "streamstop.toml"),
+        {**container_env, **_stand_in_env(settings)},
+    )
+    assert overridden.kafka == settings.kafka
+
+
+def _stand_in_env(settings: Settings) -> dict[str, str]:
+    kafka = settings.kafka
+    files = {
+        "api__token_file": settings.api.token_file,
+        "kafka__oauth_client_secret_file": kafka.oauth_client_secret_file,
+        "kafka__ssl_cafile": kafka.ssl_cafile,
+        "kafka__ssl_certfile": kafka.ssl_certfile,
+        "kafka__ssl_keyfile": kafka.ssl_keyfile,
+        "kafka__ssl_key_password_file": kafka.ssl_key_password_file,
+    }
+    return {f"STREAMSTOP_{key.upper()}": str(value) for key, value in files.items() if value}
+
+
+@pytest.mark.parametrize(
+    ("set_json", "reason"),
+    [
+        (
+            {
+                "config.kafka.security_protocol": "SASL_SSL",
+                "config.kafka.sasl_mechanism": "OAUTHBEARER",
+            },
+            "needs kafkaOAuth.existingSecret",
+        ),
+        (
+            {
+                "config.kafka.security_protocol": "SASL_SSL",
+                "config.kafka.sasl_mechanism": "OAUTHBEARER",
+                "kafkaOAuth.existingSecret": "oauth",
+            },
+            "needs config.kafka.oauth_token_url and config.kafka.oauth_client_id",
+        ),
+        ({"kafkaTls.clientSecret": "user"}, "uses no TLS: use SSL or SASL_SSL"),
+        (
+            {
+                "config.kafka.security_protocol": "SSL",
+                "config.kafka.ssl_cafile": "/etc/ca.crt",
+                "kafkaTls.caSecret": "ca",
+            },
+            "set kafkaTls.caSecret or config.kafka.ssl_cafile, not both",
+        ),
+    ],
+    ids=["oauth-without-secret", "oauth-without-endpoint", "tls-files-without-tls", "two-cas"],
+)
+def test_kafka_security_values_that_cannot_work_refuse_to_render(
+    helm: Path, set_json: dict[str, Any], reason: str
+) -> None:
+    assert reason in _refuses(helm, set_json)
+
+
 def test_probes_and_restricted_security_context(helm: Path) -> None:
     objects = render(helm, [DEFAULT])
     container, pod = _container(objects), _pod_spec(objects)
@@ -301,30 +446,50 @@ def test_values_schema_rejects_bad_values(helm: Path, set_json: dict[str, Any]) 
     assert INLINE_TOKEN not in refusal
 
 
-def _daemon_settings(objects: list[Manifest], tmp_path: Path) -> Settings:
-    """Load the rendered streamstop.toml as the daemon does, secrets from stand-in files.
+def _daemon_settings(objects: list[Manifest], tmp_path: Path, tls_dir: Path) -> Settings:
+    """Load the rendered streamstop.toml as the daemon does, mounted files stood in for.
 
-    The *_file keys point into the pod's secret mount; env overrides point them here.
+    The *_file keys point into the pod's secret mount; env overrides point them at stand-ins
+    here (the test CA and client certificate for TLS files).
     """
     config = tmp_path / "streamstop.toml"
     config.write_text(_toml(objects))
     token = tmp_path / "api-token"
     token.write_text("t0ken\n")
     env = {"STREAMSTOP_API__TOKEN_FILE": str(token)}
-    if "sasl_password_file" in tomllib.loads(config.read_text())["kafka"]:
-        password = tmp_path / "sasl-password"
-        password.write_text("passw0rd\n")
-        env["STREAMSTOP_KAFKA__SASL_PASSWORD_FILE"] = str(password)
+    kafka = tomllib.loads(config.read_text())["kafka"]
+    encrypted = "ssl_key_password_file" in kafka
+    client = "client-protected" if encrypted else "client"
+    stand_ins = {
+        "sasl_password_file": _stand_in(tmp_path / "sasl-password", "passw0rd"),
+        "oauth_client_secret_file": _stand_in(tmp_path / "oauth", "s3cret"),
+        "ssl_cafile": tls_dir / "ca.crt",
+        "ssl_certfile": tls_dir / f"{client}.crt",
+        "ssl_keyfile": tls_dir / f"{client}.key",
+        "ssl_key_password_file": tls_dir / "client-protected.password",
+    }
+    for key, path in stand_ins.items():
+        if kafka.get(key):
+            env[f"STREAMSTOP_KAFKA__{key.upper()}"] = str(path)
     return load_settings(str(config), env)
 
 
+def _stand_in(path: Path, content: str) -> Path:
+    path.write_text(content + "\n")
+    return path
+
+
 @pytest.mark.parametrize("values", CI_VALUES, ids=lambda path: path.name)
-def test_daemon_accepts_the_rendered_config(helm: Path, values: Path, tmp_path: Path) -> None:
-    settings = _daemon_settings(render(helm, [values]), tmp_path)
+def test_daemon_accepts_the_rendered_config(
+    helm: Path, values: Path, tmp_path: Path, tls_dir: Path
+) -> None:
+    settings = _daemon_settings(render(helm, [values]), tmp_path, tls_dir)
     assert settings.api_token() == "t0ken"
     config = yaml.safe_load(values.read_text()).get("config", {})
     for section, keys in config.items():
         for key, value in keys.items():
+            if key == "ssl_cafile":  # a path in the pod, stood in for here
+                continue
             assert getattr(getattr(settings, section), key) == value, f"{section}.{key}"
 
 
