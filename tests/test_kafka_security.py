@@ -7,7 +7,11 @@ and read back through its PLAINTEXT listener, the daemon uses the secured one un
 
 from __future__ import annotations
 
+import os
+import re
 import secrets
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -344,3 +348,28 @@ def test_a_daemon_with_refused_credentials_is_not_ready_and_logs_no_secret(
     for secret in [*secure_kafka.secret_values(), *changes.values(), TEST_TOKEN]:
         if secret and "/" not in secret:
             assert secret not in log
+
+
+def test_the_secure_demo_runs_end_to_end(secure_kafka: SecureKafka) -> None:
+    # What `make demo SECURE=1` runs once the Makefile has started the secured broker.
+    demo = Path(__file__).resolve().parent.parent / "scripts" / "demo.py"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMSTOP_")}
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(demo),
+            secure_kafka.bootstrap,
+            "--secure",
+            str(secure_kafka.state_dir),
+        ],
+        env={**env, "DEMO_RECORDS": "2000"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "the daemon reaches Kafka over SASL_SSL, SCRAM-SHA-512" in done.stdout
+    assert re.search(r"^total\s+2,000$", done.stdout, re.MULTILINE), done.stdout
+    assert "stopped: daemon exit 0, fake-api exit 0" in done.stdout
