@@ -46,6 +46,7 @@ class Credentials:
         self._password = self._read(settings.sasl_password_value, None)
         self._tls_stamp = self._tls_files_stamp()
         self._tls = settings.kafka_ssl_context()
+        self._read(settings.ssl_key_password_value, None)  # registers it for masking
 
     def sasl_password(self) -> str | None:
         """The SASL password, read again now (PLAIN and SCRAM)."""
@@ -57,6 +58,7 @@ class Credentials:
         stamp = self._tls_files_stamp()
         if stamp != self._tls_stamp:
             self._tls = self._read(self._settings.kafka_ssl_context, self._tls)
+            self._read(self._settings.ssl_key_password_value, None)
             self._tls_stamp = stamp
         return self._tls
 

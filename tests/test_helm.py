@@ -380,6 +380,35 @@ def test_kafka_security_values_that_cannot_work_refuse_to_render(
     assert reason in _refuses(helm, set_json)
 
 
+def _secured_cluster_examples() -> list[tuple[str, dict[str, Any]]]:
+    """The values examples of docs/operations.md, "Connecting to a secured cluster", each
+    with the heading it stands under."""
+    docs = (REPO / "docs" / "operations.md").read_text()
+    section = docs.split("## Connecting to a secured cluster\n", 1)[1].split("\n## ", 1)[0]
+    examples: list[tuple[str, dict[str, Any]]] = []
+    for part in section.split("\n### ")[1:]:
+        heading = part.splitlines()[0]
+        for block in re.findall(r"^```yaml\n(.*?)^```$", part, re.MULTILINE | re.DOTALL):
+            values = yaml.safe_load(block)
+            if "config" in values:
+                examples.append((heading, values))
+    return examples
+
+
+@pytest.mark.parametrize("example", _secured_cluster_examples(), ids=lambda example: example[0])
+def test_each_secured_cluster_example_in_the_docs_renders_and_loads(
+    helm: Path, tmp_path: Path, tls_dir: Path, example: tuple[str, dict[str, Any]]
+) -> None:
+    values = tmp_path / "values.yaml"
+    values.write_text(yaml.safe_dump(example[1]))
+
+    objects = render(helm, [DEFAULT, values], {"keda.enabled": True})
+    settings = _daemon_settings(objects, tmp_path, tls_dir)
+
+    assert settings.kafka.security_protocol == example[1]["config"]["kafka"]["security_protocol"]
+    assert one(objects, "TriggerAuthentication")["spec"]["secretTargetRef"]
+
+
 def test_probes_and_restricted_security_context(helm: Path) -> None:
     objects = render(helm, [DEFAULT])
     container, pod = _container(objects), _pod_spec(objects)

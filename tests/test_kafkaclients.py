@@ -128,6 +128,20 @@ async def test_the_tls_context_is_rebuilt_only_when_a_file_changes(
     assert client._ssl_context is not first
 
 
+async def test_the_client_key_password_is_masked_in_logs(tls_dir: Path) -> None:
+    password = (tls_dir / "client-protected.password").read_text().strip()
+    settings = settings_with(
+        security_protocol="SSL",
+        ssl_certfile=str(tls_dir / "client-protected.crt"),
+        ssl_keyfile=str(tls_dir / "client-protected.key"),
+        ssl_key_password_file=tls_dir / "client-protected.password",
+    )
+
+    make_admin(settings)
+
+    assert mask_secrets(f"key {password}") == "key ***"
+
+
 @asynccontextmanager
 async def tls_server(tls_dir: Path, name: str, host: str = "127.0.0.1") -> AsyncIterator[str]:
     """A TLS server with certificate `name` that reads and drops whatever comes; yields
