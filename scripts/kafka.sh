@@ -278,7 +278,7 @@ format_storage() {
     # A one-shot tool: C1-only JIT and serial GC start it about twice as fast.
     "$JAVA" -XX:TieredStopAtLevel=1 -XX:+UseSerialGC -cp "$LIBS/*" \
         -Dlog4j2.configurationFile="$LOG_CONFIG" kafka.tools.StorageTool \
-        format -t "$(cluster_id)" -c "$dir/server.properties" "${extra[@]}" >"$dir/format.log" 2>&1 ||
+        format --cluster-id="$(cluster_id)" -c "$dir/server.properties" "${extra[@]}" >"$dir/format.log" 2>&1 ||
         die "storage format failed, see $dir/format.log"
 }
 

@@ -420,6 +420,35 @@ async def lag_async(bootstrap: str, group: str, topic: str) -> int:
     return sum(ends[tp] - committed.get(tp.partition, begins[tp]) for tp in tps)
 
 
+_TOPIC_RESOURCE, _LITERAL_PATTERN, _ANY_HOST = 2, 3, "*"
+
+
+async def change_acls_async(
+    bootstrap: str, topic: str, acls: Sequence[tuple[str, int, int]], *, create: bool
+) -> None:
+    """Create (or delete) literal ACLs on `topic`: (principal, operation, permission) each,
+    with Kafka's codes for operation and permission (org.apache.kafka.common.acl)."""
+    from aiokafka.protocol.admin import CreateAclsRequest, DeleteAclsRequest
+
+    kind = CreateAclsRequest if create else DeleteAclsRequest
+    async with _admin(bootstrap) as admin:
+        for principal, operation, permission in acls:
+            request = kind(
+                _TOPIC_RESOURCE,
+                topic,
+                _LITERAL_PATTERN,
+                principal,
+                _ANY_HOST,
+                operation,
+                permission,
+            )
+            response = await admin._send_request(request)
+            results = response.creation_responses if create else response.filter_responses
+            for code, message, *_ in results:
+                if code != 0:
+                    raise for_code(code)(message)
+
+
 create_topic = blocking(create_topic_async)
 delete_topics = blocking(delete_topics_async)
 produce = blocking(produce_async)
@@ -429,3 +458,4 @@ end_offsets = blocking(end_offsets_async)
 committed_offsets = blocking(committed_offsets_async)
 commit_offsets = blocking(commit_offsets_async)
 lag = blocking(lag_async)
+change_acls = blocking(change_acls_async)

@@ -9,15 +9,12 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterator
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import for_code
-from aiokafka.protocol.admin import CreateAclsRequest, DeleteAclsRequest
-from kafkahelp import blocking, kafka_sh
+from kafkahelp import change_acls, kafka_sh
 from tokenserver import TokenServer
 
 # How a client reaches each secured listener: name -> (listener, protocol, mechanism).
@@ -35,8 +32,7 @@ OAUTH_CLIENT = "streamstop-oauth"
 # Short, so a test sees several tokens; the OAUTH listener's sessions end sooner still.
 TOKEN_LIFETIME_S = 8
 
-# Kafka's ACL codes (org.apache.kafka.common.acl / resource).
-_TOPIC, _LITERAL, _ANY_HOST = 2, 3, "*"
+# Kafka's ACL codes (org.apache.kafka.common.acl).
 _OPERATIONS = {"ALL": 2, "READ": 3, "WRITE": 4, "DESCRIBE": 8, "DESCRIBE_CONFIGS": 10}
 _DENY, _ALLOW = 2, 3
 
@@ -147,31 +143,3 @@ class SecureKafka:
             yield
         finally:
             change_acls(self.bootstrap, topic, acls, create=False)
-
-
-@asynccontextmanager
-async def _admin(bootstrap: str) -> Any:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        yield admin
-    finally:
-        await admin.close()
-
-
-async def change_acls_async(
-    bootstrap: str, topic: str, acls: list[tuple[str, int, int]], *, create: bool
-) -> None:
-    """Create (or delete) literal ACLs on `topic`: (principal, operation, permission) each."""
-    async with _admin(bootstrap) as admin:
-        for principal, operation, permission in acls:
-            kind = CreateAclsRequest if create else DeleteAclsRequest
-            request = kind(_TOPIC, topic, _LITERAL, principal, _ANY_HOST, operation, permission)
-            response = await admin._send_request(request)
-            results = response.creation_responses if create else response.filter_responses
-            for code, message, *_ in results:
-                if code != 0:
-                    raise for_code(code)(message)
-
-
-change_acls = blocking(change_acls_async)

@@ -14,11 +14,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
+from aiokafka.errors import TopicAuthorizationFailedError
 from daemon_proc import TEST_TOKEN, Daemon, running_daemon, wait_for
-from fakeapi_proc import running_fake_api
+from fakeapi_proc import FakeApi, running_fake_api
 from kafkahelp import (
     MakeTopic,
     Message,
@@ -34,7 +37,7 @@ from securekafka import MODES, TOKEN_LIFETIME_S, SecureKafka
 
 from streamstop.config import Settings
 from streamstop.config.models import KafkaSettings
-from streamstop.kafkaclients import probe
+from streamstop.kafkaclients import make_producer, probe
 from streamstop.kafkaproblems import describe_kafka_problem
 
 pytestmark = pytest.mark.kafka
@@ -55,6 +58,19 @@ def secure_topic(secure_kafka: SecureKafka) -> Iterator[MakeTopic]:
     delete_topics(secure_kafka.bootstrap, created)
 
 
+@contextmanager
+def secured_daemon(
+    tmp_path: Path, topics: dict[str, str], kafka: dict[str, Any]
+) -> Iterator[tuple[Daemon, FakeApi]]:
+    """A ready `streamstop run` with the `[kafka]` keys `kafka` and a fake API; both are
+    stopped by pid at the end."""
+    with running_fake_api("--token", TEST_TOKEN) as api:
+        config = config_for(tmp_path, "", topics, api.url, **kafka)
+        with running_daemon(config, tmp_path / "daemon.log") as daemon:
+            daemon.wait_ready(timeout_s=90)
+            yield daemon, api
+
+
 def _assert_no_secret_logged(daemon: Daemon, secure_kafka: SecureKafka) -> None:
     log = daemon.raw_log()
     assert TEST_TOKEN not in log
@@ -69,14 +85,7 @@ def test_every_record_gets_its_result_on_each_secured_listener(
     topics = topics_for(secure_topic)
     messages = corpus(2_000, seed=14)
     positions = produce(secure_kafka.bootstrap, topics["input"], messages)
-    kafka = secure_kafka.kafka_config(mode)
-    with (
-        running_fake_api("--token", TEST_TOKEN) as api,
-        running_daemon(
-            config_for(tmp_path, "", topics, api.url, **kafka), tmp_path / "daemon.log"
-        ) as daemon,
-    ):
-        daemon.wait_ready(timeout_s=90)
+    with secured_daemon(tmp_path, topics, secure_kafka.kafka_config(mode)) as (daemon, api):
         wait_committed(secure_kafka.bootstrap, topics, 120, "every offset committed")
         results = consume_all(secure_kafka.bootstrap, topics["output"], len(messages))
         per_record = check_results(messages, positions, results, topics["input"])
@@ -137,13 +146,7 @@ def test_a_rotated_sasl_password_file_is_used_on_reconnect(
     kafka = secure_kafka.kafka_config(
         "scram-sha-512", sasl_username=user, sasl_password_file=str(password_file)
     )
-    with (
-        running_fake_api("--token", TEST_TOKEN) as api,
-        running_daemon(
-            config_for(tmp_path, "", topics, api.url, **kafka), tmp_path / "daemon.log"
-        ) as daemon,
-    ):
-        daemon.wait_ready(timeout_s=90)
+    with secured_daemon(tmp_path, topics, kafka) as (daemon, _):
         rounds = Rounds(secure_kafka, topics, daemon)
         rounds.run_for(0)
         # As an operator rotates a Secret: the cluster's credential, then the mounted file.
@@ -172,13 +175,7 @@ def test_oauth_tokens_renew_over_three_lifetimes_and_a_rotated_secret_is_used(
     kafka = secure_kafka.kafka_config(
         "oauthbearer", oauth_client_id=client, oauth_client_secret_file=str(secret_file)
     )
-    with (
-        running_fake_api("--token", TEST_TOKEN) as api,
-        running_daemon(
-            config_for(tmp_path, "", topics, api.url, **kafka), tmp_path / "daemon.log"
-        ) as daemon,
-    ):
-        daemon.wait_ready(timeout_s=90)
+    with secured_daemon(tmp_path, topics, kafka) as (daemon, _):
         rounds = Rounds(secure_kafka, topics, daemon)
         rounds.run_for(2 * TOKEN_LIFETIME_S)
         # Tokens live TOKEN_LIFETIME_S and the broker ends each session sooner; every
@@ -373,3 +370,29 @@ def test_the_secure_demo_runs_end_to_end(secure_kafka: SecureKafka) -> None:
     assert "the daemon reaches Kafka over SASL_SSL, SCRAM-SHA-512" in done.stdout
     assert re.search(r"^total\s+2,000$", done.stdout, re.MULTILINE), done.stdout
     assert "stopped: daemon exit 0, fake-api exit 0" in done.stdout
+
+
+async def test_a_deny_acl_is_an_authorization_error_named_in_one_line(
+    secure_kafka: SecureKafka, secure_topic: MakeTopic
+) -> None:
+    # The harness' DENY helper, for hold tests: a real broker's answer, then access again.
+    topic = secure_topic(1, "acl")
+    settings = _settings(secure_kafka, "scram-sha-512")
+    producer = make_producer(settings)
+    await producer.start()
+    try:
+        with secure_kafka.denied("User:streamstop", topic, "WRITE"):
+            with pytest.raises(TopicAuthorizationFailedError) as denied:
+                await producer.send_and_wait(topic, b"denied")
+            line = describe_kafka_problem(denied.value, settings)
+        allowed = await producer.send_and_wait(topic, b"allowed again")
+    finally:
+        await producer.stop()
+
+    kafka = settings.kafka
+    assert line == (
+        f"Kafka at {kafka.bootstrap_servers} (SASL_SSL SCRAM-SHA-512) denied user streamstop "
+        f"access to a topic ([Error 29] TopicAuthorizationFailedError: {topic}): grant the ACLs "
+        "listed in docs/operations.md"
+    )
+    assert allowed.offset >= 0
