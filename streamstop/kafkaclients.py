@@ -143,7 +143,11 @@ def connection_options(settings: Settings, credentials: Credentials) -> dict[str
 
 
 def _build(factory: Callable[..., Client], settings: Settings, **options: Any) -> Client:
-    """`factory` with the connection options, its connections reading credentials anew."""
+    """`factory` with the connection options, its connections reading credentials anew.
+
+    Raises ConfigError when a credential file cannot be read or used now (load_settings
+    checked them at start; this is a file that went away since).
+    """
     credentials = Credentials(settings)
     built = factory(**connection_options(settings, credentials), **options)
     inner = built.client if isinstance(built, AIOKafkaProducer) else built._client
@@ -196,12 +200,10 @@ async def probe(settings: Settings, timeout_s: float = 10.0) -> None:
     For a hold that needs the precise reason: aiokafka's clients fail to start with a
     generic "Unable to bootstrap", and this raises what the last server did instead
     (`ssl.SSLError`, `SaslAuthenticationFailed`, `ConnectionRefusedError`, ...), for
-    `describe_kafka_problem`.
+    `describe_kafka_problem`. With OAUTHBEARER each call fetches a token.
     """
-    credentials = Credentials(settings)
-    options = connection_options(settings, credentials)
-    options.pop("bootstrap_servers")
-    options.pop("client_id")
+    options = connection_options(settings, Credentials(settings))
+    del options["bootstrap_servers"]  # one server at a time here
     failure: Exception = KafkaConnectionError("no bootstrap servers")
     for server in settings.kafka.bootstrap_servers.split(","):
         host, _, port = server.rpartition(":")
@@ -209,7 +211,6 @@ async def probe(settings: Settings, timeout_s: float = 10.0) -> None:
             conn = await create_conn(
                 host.strip("[]"),
                 int(port),
-                client_id=f"streamstop-{__version__}",
                 request_timeout_ms=int(timeout_s * 1000),
                 **options,
             )
