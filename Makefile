@@ -75,8 +75,12 @@ typecheck: venv
 test: venv kafka-fetch helm-fetch promtool-fetch asyncapi-fetch lint typecheck
 	$(BIN)/pytest -q --durations=$(DURATIONS)
 
-demo: venv kafka-up
-	$(BIN)/python scripts/demo.py "$$(scripts/kafka.sh bootstrap)"; status=$$?; scripts/kafka.sh down; exit $$status
+# `make demo SECURE=1`: the daemon logs in over SASL_SSL (SCRAM-SHA-512) to a secured broker.
+DEMO_KAFKA := $(if $(SECURE),.run/kafka-secure,.run/kafka)
+demo: venv kafka-fetch
+	scripts/kafka.sh $(if $(SECURE),up-secure,up) $(DEMO_KAFKA) >/dev/null
+	$(BIN)/python scripts/demo.py "$$(scripts/kafka.sh bootstrap $(DEMO_KAFKA))" $(if $(SECURE),--secure $(DEMO_KAFKA)); \
+		status=$$?; scripts/kafka.sh down $(DEMO_KAFKA); exit $$status
 
 bench: venv kafka-up
 	$(UV) sync --frozen --quiet --extra dev --extra bench

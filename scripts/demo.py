@@ -5,10 +5,18 @@ starts `streamstop run` (Kafka is started by the Makefile), produces 50,000 canc
 (some invalid, some duplicates), shows progress until every offset is committed, prints
 results by status, the DLQ count, one result event, throughput and time-to-result, and
 the settings to change for a real cluster; then stops everything it started, by pid.
+
+    scripts/demo.py BOOTSTRAP [--secure DIR]
+
+With `--secure DIR` (`make demo SECURE=1`) the broker is the secured one of
+`scripts/kafka.sh up-secure DIR`: the daemon logs in over SASL_SSL with SCRAM-SHA-512,
+verifying the broker's certificate against the test CA; the demo itself produces and reads
+back through BOOTSTRAP, the broker's PLAINTEXT listener.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import collections
 import json
@@ -138,13 +146,35 @@ def stop(proc: subprocess.Popen[bytes]) -> int:
     return proc.wait()
 
 
+def secure_kafka_config(state_dir: Path) -> str:
+    """The [kafka] keys that reach the SASL_SSL listener of `scripts/kafka.sh up-secure`."""
+    lines = (state_dir / "listeners").read_text().splitlines()
+    listeners = {name: address for name, _, address in (line.split() for line in lines)}
+    keys = {
+        "bootstrap_servers": listeners["SASL_SSL"],
+        "security_protocol": "SASL_SSL",
+        "sasl_mechanism": "SCRAM-SHA-512",
+        "sasl_username": "streamstop",
+        "sasl_password_file": str(state_dir / "users" / "streamstop"),
+        "ssl_cafile": str(state_dir / "tls" / "ca.crt"),
+    }
+    return "".join(f"{key} = {json.dumps(value)}\n" for key, value in keys.items())
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 async def main() -> int:
-    bootstrap = sys.argv[1]
+    parser = argparse.ArgumentParser(description="streamstop end to end on a local broker")
+    parser.add_argument("bootstrap", help="the broker's PLAINTEXT listener, host:port")
+    parser.add_argument("--secure", type=Path, metavar="DIR", help="kafka.sh up-secure state")
+    args = parser.parse_args()
+    bootstrap: str = args.bootstrap
+    connection = f'bootstrap_servers = "{bootstrap}"\n'
+    if args.secure is not None:
+        connection = secure_kafka_config(args.secure.resolve())
     run = f"demo-{int(time.time())}"
     topics = {"input": f"{run}-requests", "output": f"{run}-results", "dlq": f"{run}-dlq"}
     workdir = Path(tempfile.mkdtemp(prefix="streamstop-demo-"))
@@ -160,7 +190,7 @@ async def main() -> int:
         api = wait_line(workdir / "fake-api.log", "fake_api_listening", fake)
         config = workdir / "streamstop.toml"
         config.write_text(
-            f'[kafka]\nbootstrap_servers = "{bootstrap}"\ninput_topic = "{topics["input"]}"\n'
+            f'[kafka]\n{connection}input_topic = "{topics["input"]}"\n'
             f'output_topic = "{topics["output"]}"\ndlq_topic = "{topics["dlq"]}"\n'
             f'group_id = "{run}"\n[api]\nurl = "{api["url"]}"\ntoken = "{TOKEN}"\n'
             "[observability]\nhttp_port = 0\n"
@@ -176,6 +206,8 @@ async def main() -> int:
         daemon = start([*exe, "run", "--config", str(config)], workdir / "daemon.log", env)
         wait_line(workdir / "daemon.log", '"started"', daemon)
         print(f"fake API at {api['url']}; daemon logs in {workdir}/daemon.log")
+        if args.secure is not None:
+            print(f"the daemon reaches Kafka over SASL_SSL, SCRAM-SHA-512 (config: {config})")
 
         events = make_events(RECORDS, random.Random(7))
         began = time.monotonic()

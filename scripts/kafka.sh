@@ -2,21 +2,43 @@
 # A real single-node Kafka 4.1.1 broker (KRaft, combined broker + controller) for local
 # development and tests. No Docker: the jars come from Maven Central, java runs them.
 #
-#   scripts/kafka.sh fetch            download the broker jars once (cached, idempotent)
-#   scripts/kafka.sh up [DIR]         start a broker with state in DIR, print its bootstrap
-#   scripts/kafka.sh down [DIR]       stop it (SIGTERM, then SIGKILL after 30 s)
-#   scripts/kafka.sh bootstrap [DIR]  print the bootstrap address (127.0.0.1:PORT)
+#   scripts/kafka.sh fetch                download the broker jars once (cached, idempotent)
+#   scripts/kafka.sh up [DIR]             start a broker with state in DIR, print its bootstrap
+#   scripts/kafka.sh up-secure [DIR]      the same with secured listeners too (below)
+#   scripts/kafka.sh down [DIR]           stop it (SIGTERM, then SIGKILL after 30 s)
+#   scripts/kafka.sh bootstrap [DIR]      print the bootstrap address (127.0.0.1:PORT)
+#   scripts/kafka.sh listener NAME [DIR]  print the address of listener NAME
+#   scripts/kafka.sh tool CLASS [ARG...]  run a Kafka command-line tool (e.g. ConfigCommand)
+#   scripts/kafka.sh certs DIR            only make the test certificates (DIR/tls), no broker
 #
-# DIR defaults to .run/kafka in the repository. The first `up` in a DIR picks two free
-# loopback ports and formats the storage; later `up`s in the same DIR restart the broker
-# on the same ports with its data kept, so "the broker restarts" can be tested.
-# Topics are never auto-created: tests and operators create them explicitly, as on most
-# production clusters, so a missing topic shows up in tests too.
+# DIR defaults to .run/kafka (.run/kafka-secure for up-secure) in the repository. The first
+# `up` in a DIR picks free loopback ports and formats the storage; later `up`s in the same
+# DIR restart the broker on the same ports with its data kept, so "the broker restarts" can
+# be tested. Topics are never auto-created: tests and operators create them explicitly, as
+# on most production clusters, so a missing topic shows up in tests too.
+#
+# `up-secure` keeps the PLAINTEXT listener (the bootstrap; its ANONYMOUS principal is a
+# super user, for tests and admin work) and adds, all on 127.0.0.1 with a test CA made by
+# openssl in DIR/tls (certificates name 127.0.0.1 and localhost):
+#   SASL_SSL        SCRAM-SHA-256, SCRAM-SHA-512 and PLAIN; sessions end after
+#                   KAFKA_SASL_REAUTH_MS (default 10000), so clients reconnect regularly
+#   SASL_PLAINTEXT  SCRAM-SHA-256, SCRAM-SHA-512 and PLAIN
+#   MTLS            SSL with ssl.client.auth=required; principal = the certificate's CN
+#   OAUTH           SASL_SSL with OAUTHBEARER checked by Kafka's OIDC validator against
+#                   KAFKA_OAUTH_JWKS_URL (audience "kafka"; sessions end after
+#                   KAFKA_OAUTH_REAUTH_MS, default 5000); only when that variable is set
+# User `streamstop` (SCRAM both ways and PLAIN) has the password in DIR/users/streamstop.
+# StandardAuthorizer is on with allow.everyone.if.no.acl.found=true: no ACL, no limit.
+# DIR/tls also holds client certificates: client (CN=streamstop-mtls), client-protected
+# (the same key encrypted with the password in client-protected.password), expired (same
+# CA, validity ended, also names 127.0.0.1) and other (CN=streamstop-mtls from other-ca,
+# which the broker does not trust).
 #
 # Environment: STREAMSTOP_CACHE (default ~/.cache/streamstop), JAVA_HOME (else java on
 # PATH), KAFKA_START_TIMEOUT_S (default 60), KAFKA_EXTRA_PROPERTIES (lines added to the
 # broker's server.properties by the first `up` in a DIR, e.g. to turn topic
-# auto-creation on). Only `up` and `bootstrap` write to stdout.
+# auto-creation on). Only `up`, `up-secure`, `bootstrap`, `listener` and `tool` write to
+# stdout.
 set -euo pipefail
 
 readonly KAFKA_VERSION=4.1.1
@@ -92,18 +114,37 @@ running_pid() {
     echo "$pid"
 }
 
-write_config() {
-    local dir=$1 port controller_port
+# Adds listener NAME with PROTOCOL on a free port to DIR/listeners ("NAME PROTOCOL ADDRESS").
+add_listener() {
+    local dir=$1 name=$2 protocol=$3 port
     port=$(free_port)
+    # free_port may hand out a port this broker already took: pick again.
+    while grep -q ":$port\$" "$dir/listeners" 2>/dev/null; do port=$(free_port); done
+    echo "$name $protocol 127.0.0.1:$port" >>"$dir/listeners"
+}
+
+# DIR/listeners joined with commas, as NAME://ADDRESS (url) or NAME:PROTOCOL (map).
+listener_list() {
+    local dir=$1 form=$2
+    awk -v form="$form" '{ printf "%s%s", (NR > 1 ? "," : ""), (form == "url" ? $1 "://" $3 : $1 ":" $2) }' \
+        "$dir/listeners"
+}
+
+write_config() {
+    local dir=$1 mode=$2 controller_port listeners
+    rm -f "$dir/listeners" "$dir/format-args" "$dir/jvm-args"
+    add_listener "$dir" PLAINTEXT PLAINTEXT
+    [[ $mode != secure ]] || add_secure_listeners "$dir"
     controller_port=$(free_port)
-    [[ $port != "$controller_port" ]] || controller_port=$(free_port)
+    while grep -q ":$controller_port\$" "$dir/listeners"; do controller_port=$(free_port); done
+    listeners=$(listener_list "$dir" url)
     cat >"$dir/server.properties" <<EOF
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$controller_port
-listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$controller_port
-advertised.listeners=PLAINTEXT://127.0.0.1:$port
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+listeners=$listeners,CONTROLLER://127.0.0.1:$controller_port
+advertised.listeners=$listeners
+listener.security.protocol.map=$(listener_list "$dir" map),CONTROLLER:PLAINTEXT
 inter.broker.listener.name=PLAINTEXT
 controller.listener.names=CONTROLLER
 log.dirs=$dir/data
@@ -129,25 +170,135 @@ background.threads=2
 num.recovery.threads.per.data.dir=1
 ${KAFKA_EXTRA_PROPERTIES:-}
 EOF
-    echo "127.0.0.1:$port" >"$dir/bootstrap"
+    [[ $mode != secure ]] || secure_properties "$dir" >>"$dir/server.properties"
+    awk '$1 == "PLAINTEXT" { print $3 }' "$dir/listeners" >"$dir/bootstrap"
+}
+
+add_secure_listeners() {
+    local dir=$1
+    add_listener "$dir" SASL_SSL SASL_SSL
+    add_listener "$dir" SASL_PLAINTEXT SASL_PLAINTEXT
+    add_listener "$dir" MTLS SSL
+    [[ -z ${KAFKA_OAUTH_JWKS_URL:-} ]] || add_listener "$dir" OAUTH SASL_SSL
+}
+
+# An EC P-256 key and certificate for CN=$3 into DIR/tls/$2.{key,crt}, signed by CA $4
+# (self-signed CA when empty), valid $5 days (-1: expired), with x509v3 extensions $6.
+make_cert() {
+    local tls=$1/tls name=$2 cn=$3 ca=$4 days=$5 extensions=${6:-} signer
+    openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$tls/$name.key"
+    openssl req -new -key "$tls/$name.key" -subj "/CN=$cn" -out "$tls/$name.csr"
+    {
+        echo "subjectKeyIdentifier=hash"
+        echo "authorityKeyIdentifier=keyid"
+        if [[ -z $ca ]]; then
+            echo "basicConstraints=critical,CA:TRUE"
+            echo "keyUsage=critical,keyCertSign,cRLSign"
+        else
+            echo "basicConstraints=critical,CA:FALSE"
+            echo "keyUsage=critical,digitalSignature"
+        fi
+        [[ -z $extensions ]] || echo "$extensions"
+    } >"$tls/$name.ext"
+    if [[ -z $ca ]]; then
+        signer=(-key "$tls/$name.key")
+    else
+        signer=(-CA "$tls/$ca.crt" -CAkey "$tls/$ca.key" -CAcreateserial)
+    fi
+    openssl x509 -req -in "$tls/$name.csr" "${signer[@]}" -days "$days" \
+        -extfile "$tls/$name.ext" -out "$tls/$name.crt" 2>/dev/null
+    rm -f "$tls/$name.csr" "$tls/$name.ext"
+}
+
+make_certs() {
+    local dir=$1 tls=$1/tls
+    mkdir -p "$tls"
+    make_cert "$dir" ca "streamstop test CA" "" 30
+    make_cert "$dir" broker localhost ca 30 "subjectAltName=IP:127.0.0.1,DNS:localhost"
+    make_cert "$dir" client streamstop-mtls ca 30 "extendedKeyUsage=clientAuth"
+    # Expired, for either end of a connection.
+    make_cert "$dir" expired streamstop-mtls ca -1 "subjectAltName=IP:127.0.0.1,DNS:localhost"
+    make_cert "$dir" other-ca "another test CA" "" 30
+    make_cert "$dir" other streamstop-mtls other-ca 30 "extendedKeyUsage=clientAuth"
+    # The client's key again, encrypted: for clients that must give a key password.
+    openssl rand -hex 16 >"$tls/client-protected.password"
+    openssl pkcs8 -topk8 -v2 aes-256-cbc -in "$tls/client.key" \
+        -passout "file:$tls/client-protected.password" -out "$tls/client-protected.key"
+    cp "$tls/client.crt" "$tls/client-protected.crt"
+    # Kafka's PEM key store: the unencrypted PKCS#8 key, then the certificate.
+    openssl pkcs8 -topk8 -nocrypt -in "$tls/broker.key" | cat - "$tls/broker.crt" >"$tls/broker.pem"
+    chmod 600 "$tls"/*.key "$tls"/*.password "$tls/broker.pem"
+}
+
+# SCRAM-SHA-256, SCRAM-SHA-512 and PLAIN on listener $2 (lower case); PLAIN knows user
+# streamstop with password $1 (SCRAM users live in the cluster metadata).
+sasl_listener_properties() {
+    local password=$1 listener=$2
+    cat <<EOF
+listener.name.$listener.sasl.enabled.mechanisms=SCRAM-SHA-256,SCRAM-SHA-512,PLAIN
+listener.name.$listener.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.$listener.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.$listener.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_streamstop="$password";
+EOF
+}
+
+# Prints the secured listeners' properties; writes the certificates, the user's password,
+# the SCRAM credentials to format with (DIR/format-args) and JVM flags (DIR/jvm-args).
+secure_properties() {
+    local dir=$1 password jwks=${KAFKA_OAUTH_JWKS_URL:-} mechanism
+    make_certs "$dir"
+    mkdir -p "$dir/users"
+    password=$(openssl rand -hex 16)
+    (umask 077 && echo "$password" >"$dir/users/streamstop")
+    for mechanism in SCRAM-SHA-256 SCRAM-SHA-512; do
+        printf '%s\n' --add-scram "$mechanism=[name=streamstop,password=$password]" >>"$dir/format-args"
+    done
+    cat <<EOF
+ssl.keystore.type=PEM
+ssl.keystore.location=$dir/tls/broker.pem
+ssl.truststore.type=PEM
+ssl.truststore.location=$dir/tls/ca.crt
+listener.name.mtls.ssl.client.auth=required
+# User:streamstop-mtls for the client certificate, not its whole distinguished name.
+ssl.principal.mapping.rules=RULE:^CN=([^,]+)\$/\$1/,DEFAULT
+listener.name.sasl_ssl.connections.max.reauth.ms=${KAFKA_SASL_REAUTH_MS:-10000}
+authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+super.users=User:ANONYMOUS
+allow.everyone.if.no.acl.found=true
+EOF
+    sasl_listener_properties "$password" sasl_ssl
+    sasl_listener_properties "$password" sasl_plaintext
+    [[ -n $jwks ]] || return 0
+    cat <<EOF
+listener.name.oauth.sasl.enabled.mechanisms=OAUTHBEARER
+listener.name.oauth.oauthbearer.sasl.jaas.config=org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required;
+listener.name.oauth.oauthbearer.sasl.server.callback.handler.class=org.apache.kafka.common.security.oauthbearer.OAuthBearerValidatorCallbackHandler
+listener.name.oauth.oauthbearer.connections.max.reauth.ms=${KAFKA_OAUTH_REAUTH_MS:-5000}
+sasl.oauthbearer.jwks.endpoint.url=$jwks
+sasl.oauthbearer.expected.audience=kafka
+EOF
+    # Kafka 4 fetches no URL that this system property does not allow.
+    echo "-Dorg.apache.kafka.sasl.oauthbearer.allowed.urls=$jwks" >"$dir/jvm-args"
 }
 
 format_storage() {
-    local dir=$1
+    local dir=$1 extra=()
+    [[ ! -f $dir/format-args ]] || mapfile -t extra <"$dir/format-args"
     # A one-shot tool: C1-only JIT and serial GC start it about twice as fast.
     "$JAVA" -XX:TieredStopAtLevel=1 -XX:+UseSerialGC -cp "$LIBS/*" \
         -Dlog4j2.configurationFile="$LOG_CONFIG" kafka.tools.StorageTool \
-        format -t "$(cluster_id)" -c "$dir/server.properties" >"$dir/format.log" 2>&1 ||
+        format --cluster-id="$(cluster_id)" -c "$dir/server.properties" "${extra[@]}" >"$dir/format.log" 2>&1 ||
         die "storage format failed, see $dir/format.log"
 }
 
 launch() {
-    local dir=$1
+    local dir=$1 extra=()
     [[ -f $dir/kafka.log ]] && mv "$dir/kafka.log" "$dir/kafka.log.prev"
+    [[ ! -f $dir/jvm-args ]] || mapfile -t extra <"$dir/jvm-args"
     # setsid: the broker outlives this script and must not get the caller's Ctrl-C.
     # All three streams are redirected so a caller capturing our stdout is not held open.
     setsid "$JAVA" -Xms256m -Xmx1g -XX:+UseG1GC -Djava.awt.headless=true \
-        -Dlog4j2.configurationFile="$LOG_CONFIG" -cp "$LIBS/*" \
+        -Dlog4j2.configurationFile="$LOG_CONFIG" -cp "$LIBS/*" "${extra[@]}" \
         kafka.Kafka "$dir/server.properties" </dev/null >"$dir/kafka.log" 2>&1 &
     local pid=$!
     echo "$pid" >"$dir/pid"
@@ -184,13 +335,13 @@ wait_ready() {
 }
 
 up() {
-    local dir=$1
+    local dir=$1 mode=$2
     fetch
     mkdir -p "$dir"
     dir=$(cd "$dir" && pwd)
     if ! running_pid "$dir" >/dev/null; then
         if [[ ! -f $dir/server.properties ]]; then
-            write_config "$dir"
+            write_config "$dir" "$mode"
             format_storage "$dir"
         fi
         launch "$dir"
@@ -232,14 +383,31 @@ bootstrap() {
     cat "$1/bootstrap"
 }
 
+listener() {
+    local name=$1 dir=$2
+    [[ -f $dir/listeners ]] || die "no broker state in $dir (run: scripts/kafka.sh up-secure $dir)"
+    awk -v name="$name" '$1 == name { print $3; found = 1 } END { exit !found }' "$dir/listeners" ||
+        die "the broker in $dir has no listener $name"
+}
+
+tool() {
+    fetch
+    "$JAVA" -XX:TieredStopAtLevel=1 -XX:+UseSerialGC -cp "$LIBS/*" \
+        -Dlog4j2.configurationFile="$LOG_CONFIG" "$@"
+}
+
 main() {
     local cmd=${1:-} dir=${2:-$REPO/.run/kafka}
     case $cmd in
     fetch) fetch ;;
-    up) up "$dir" ;;
+    up) up "$dir" plain ;;
+    up-secure) up "${2:-$REPO/.run/kafka-secure}" secure ;;
     down) down "$dir" ;;
     bootstrap) bootstrap "$dir" ;;
-    *) die "usage: $0 {fetch|up [DIR]|down [DIR]|bootstrap [DIR]}" ;;
+    listener) listener "${2:?usage: $0 listener NAME [DIR]}" "${3:-$REPO/.run/kafka-secure}" ;;
+    tool) tool "${@:2}" ;;
+    certs) make_certs "${2:?usage: $0 certs DIR}" ;;
+    *) die "usage: $0 {fetch|up [DIR]|up-secure [DIR]|down [DIR]|bootstrap [DIR]|listener NAME [DIR]|tool CLASS [ARG...]|certs DIR}" ;;
     esac
 }
 

@@ -1,42 +1,168 @@
 """The Kafka clients streamstop uses, built from the settings in one place.
 
-Connection and security options (bootstrap servers, TLS, SASL) are shared by every client,
-so the consumer, the producer and the admin client always reach the cluster the same way.
+Connection and security options (bootstrap servers, TLS, SASL, OAuth) are shared by every
+client, so the consumer, the producer and the admin client always reach the cluster the
+same way. Credentials are read again for every new connection: a rotated Secret (SASL
+password, CA, client certificate and key) reaches the next reconnect without a restart.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import os
+import ssl
+from collections.abc import Callable
+from typing import Any, TypeVar
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+import structlog
+from aiokafka import AIOKafkaClient, AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.helpers import create_ssl_context
+from aiokafka.conn import create_conn
+from aiokafka.errors import KafkaConnectionError
+from aiokafka.protocol.metadata import MetadataRequest
 
 from streamstop import __version__
-from streamstop.config import Settings
+from streamstop.config import ConfigError, Settings
+from streamstop.logs import register_secret
+from streamstop.oauth import ClientCredentialsTokens
+
+log = structlog.get_logger("streamstop.kafka")
+
+Client = TypeVar("Client", AIOKafkaConsumer, AIOKafkaProducer, AIOKafkaAdminClient)
+T = TypeVar("T")
 
 
-def connection_options(settings: Settings) -> dict[str, Any]:
-    """Connection settings shared by every client."""
+class Credentials:
+    """The Kafka credentials of now, for every connection a client opens.
+
+    Secret and certificate files are read again when a connection is made (the TLS
+    context is rebuilt only when one of its files changed). While a file cannot be read
+    or used, as during a Secret update, the last good value stays in use and one warning
+    says why.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._problem: str | None = None
+        self._password = self._read(settings.sasl_password_value, None)
+        self._tls_stamp = self._tls_files_stamp()
+        self._tls = settings.kafka_ssl_context()
+        self._read(settings.ssl_key_password_value, None)  # registers it for masking
+
+    def sasl_password(self) -> str | None:
+        """The SASL password, read again now (PLAIN and SCRAM)."""
+        self._password = self._read(self._settings.sasl_password_value, self._password)
+        return self._password
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS context for SSL and SASL_SSL (else None), rebuilt when a file changed."""
+        stamp = self._tls_files_stamp()
+        if stamp != self._tls_stamp:
+            self._tls = self._read(self._settings.kafka_ssl_context, self._tls)
+            self._read(self._settings.ssl_key_password_value, None)
+            self._tls_stamp = stamp
+        return self._tls
+
+    def _read(self, read: Callable[[], T], last: T) -> T:
+        try:
+            value = read()
+        except ConfigError as exc:
+            problem = exc.problems[0]
+            if problem != self._problem:
+                log.warning("kafka_credentials_unreadable", problem=problem, using="last good")
+                self._problem = problem
+            return last
+        if isinstance(value, str):
+            register_secret(value)
+        self._problem = None
+        return value
+
+    def _tls_files_stamp(self) -> tuple[tuple[int, int, int] | None, ...]:
+        kafka = self._settings.kafka
+        files = (
+            kafka.ssl_cafile,
+            kafka.ssl_certfile,
+            kafka.ssl_keyfile,
+            str(kafka.ssl_key_password_file or ""),
+        )
+        return tuple(_stamp(path) for path in files)
+
+
+def _stamp(path: str) -> tuple[int, int, int] | None:
+    # Kubernetes updates a mounted Secret by swapping a symlink: stat follows it.
+    if not path:
+        return None
+    try:
+        status = os.stat(path)
+    except OSError:
+        return None
+    return (status.st_ino, status.st_mtime_ns, status.st_size)
+
+
+class _CredentialsPerConnection(AIOKafkaClient):  # type: ignore[misc]
+    """aiokafka's client, reading its TLS context and SASL password for each connection.
+
+    AIOKafkaClient hands `self._ssl_context` and `self._sasl_plain_password` to every
+    connection it creates (bootstrap and `_get_conn`); as properties here they come from
+    `Credentials` at that moment. tests/test_kafkaclients.py fails if aiokafka changes that.
+    """
+
+    _streamstop_credentials: Credentials
+
+    @property
+    def _ssl_context(self) -> ssl.SSLContext | None:
+        return self._streamstop_credentials.ssl_context()
+
+    @property
+    def _sasl_plain_password(self) -> str | None:
+        return self._streamstop_credentials.sasl_password()
+
+
+def connection_options(settings: Settings, credentials: Credentials) -> dict[str, Any]:
+    """Connection settings shared by every client (credentials as of now)."""
     kafka = settings.kafka
     options: dict[str, Any] = {
         "bootstrap_servers": kafka.bootstrap_servers.split(","),
         "client_id": f"streamstop-{__version__}",
         "security_protocol": kafka.security_protocol,
+        "ssl_context": credentials.ssl_context(),
     }
-    if kafka.security_protocol in ("SSL", "SASL_SSL"):
-        options["ssl_context"] = create_ssl_context(cafile=kafka.ssl_cafile or None)
     if kafka.security_protocol.startswith("SASL"):
-        options["sasl_mechanism"] = kafka.sasl_mechanism or "PLAIN"
-        options["sasl_plain_username"] = kafka.sasl_username
-        options["sasl_plain_password"] = settings.sasl_password_value()
+        mechanism = kafka.sasl_mechanism or "PLAIN"
+        options["sasl_mechanism"] = mechanism
+        if mechanism == "OAUTHBEARER":
+            options["sasl_oauth_token_provider"] = ClientCredentialsTokens(
+                kafka.oauth_token_url,
+                kafka.oauth_client_id,
+                settings.oauth_client_secret_value,
+                kafka.oauth_scope,
+            )
+        else:
+            options["sasl_plain_username"] = kafka.sasl_username
+            options["sasl_plain_password"] = credentials.sasl_password()
     return options
+
+
+def _build(factory: Callable[..., Client], settings: Settings, **options: Any) -> Client:
+    """`factory` with the connection options, its connections reading credentials anew.
+
+    Raises ConfigError when a credential file cannot be read or used now (load_settings
+    checked them at start; this is a file that went away since).
+    """
+    credentials = Credentials(settings)
+    built = factory(**connection_options(settings, credentials), **options)
+    inner = built.client if isinstance(built, AIOKafkaProducer) else built._client
+    if type(inner) is not AIOKafkaClient:
+        raise TypeError(f"aiokafka built a {type(inner).__name__}, not an AIOKafkaClient")
+    inner._streamstop_credentials = credentials
+    inner.__class__ = _CredentialsPerConnection
+    return built
 
 
 def make_producer(settings: Settings) -> AIOKafkaProducer:
     """The idempotent producer of results and DLQ copies (acks=all)."""
-    return AIOKafkaProducer(
-        **connection_options(settings),
+    return _build(
+        AIOKafkaProducer,
+        settings,
         acks="all",
         enable_idempotence=True,
         linger_ms=5,
@@ -47,8 +173,9 @@ def make_producer(settings: Settings) -> AIOKafkaProducer:
 
 def make_consumer(settings: Settings) -> AIOKafkaConsumer:
     """The group consumer of the input topic; offsets are committed by hand."""
-    return AIOKafkaConsumer(
-        **connection_options(settings),
+    return _build(
+        AIOKafkaConsumer,
+        settings,
         group_id=settings.kafka.group_id,
         enable_auto_commit=False,
         # The pipeline applies `kafka.auto_offset_reset` itself: a new group's start, and
@@ -66,4 +193,36 @@ def make_consumer(settings: Settings) -> AIOKafkaConsumer:
 
 def make_admin(settings: Settings) -> AIOKafkaAdminClient:
     """An admin client: topic checks and configs, end offsets."""
-    return AIOKafkaAdminClient(**connection_options(settings))
+    return _build(AIOKafkaAdminClient, settings)
+
+
+async def probe(settings: Settings, timeout_s: float = 10.0) -> None:
+    """Connect to the bootstrap servers once, as every client does (TLS, SASL), and ask
+    for metadata; return at the first server that answers.
+
+    For a hold that needs the precise reason: aiokafka's clients fail to start with a
+    generic "Unable to bootstrap", and this raises what the last server did instead
+    (`ssl.SSLError`, `SaslAuthenticationFailed`, `ConnectionRefusedError`, ...), for
+    `describe_kafka_problem`. With OAUTHBEARER each call fetches a token.
+    """
+    options = connection_options(settings, Credentials(settings))
+    del options["bootstrap_servers"]  # one server at a time here
+    failure: Exception = KafkaConnectionError("no bootstrap servers")
+    for server in settings.kafka.bootstrap_servers.split(","):
+        host, _, port = server.rpartition(":")
+        try:
+            conn = await create_conn(
+                host.strip("[]"),
+                int(port),
+                request_timeout_ms=int(timeout_s * 1000),
+                **options,
+            )
+            try:
+                # A listener wanting SASL lets a TLS-only client connect, then hangs up here.
+                await conn.send(MetadataRequest([]))
+                return
+            finally:
+                conn.close()
+        except Exception as exc:  # whatever stops this server: try the next one
+            failure = exc
+    raise failure

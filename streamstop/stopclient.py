@@ -23,11 +23,8 @@ import structlog
 from aiohttp import hdrs
 
 from streamstop.config import ConfigError
-from streamstop.config.models import (
-    DEFAULT_MAX_RESPONSE_BYTES,
-    check_proxy_url,
-    load_client_certificate,
-)
+from streamstop.config.checks import check_proxy_url, load_client_certificate
+from streamstop.config.models import DEFAULT_MAX_RESPONSE_BYTES
 from streamstop.core.interpret import MESSAGE_SCAN_BYTES
 from streamstop.logs import masked_url, register_secret
 

@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from fakeapi_proc import DEFAULT_TOKEN, FakeApi, running_fake_api
-from kafkahelp import KafkaBroker, MakeTopic, create_topic, delete_topics, kafka_sh, unique_name
+from kafkahelp import KafkaBroker, MakeTopic, kafka_sh, topics_on
+from securekafka import TOKEN_LIFETIME_S, SecureKafka
+from tokenserver import running_token_server
 
 from streamstop.fakeapi.switches import Switches
 
-_BROKER_FIXTURES = {"kafka_broker", "kafka_bootstrap"}
+_BROKER_FIXTURES = {"kafka_broker", "kafka_bootstrap", "secure_kafka"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -41,6 +44,27 @@ def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBrok
 
 
 @pytest.fixture(scope="session")
+def tls_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Test certificates as scripts/kafka.sh makes them for the secured broker (ca, broker,
+    client, client-protected, expired, other, other-ca), without a broker."""
+    state_dir = tmp_path_factory.mktemp("certs")
+    kafka_sh("certs", state_dir)
+    return state_dir / "tls"
+
+
+@pytest.fixture(scope="session")
+def secure_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureKafka]:
+    """The session's secured broker (SASL_SSL, SASL_PLAINTEXT, mTLS and OAUTHBEARER
+    listeners, see securekafka.py) with its OAuth token server; both stopped at the end."""
+    state_dir = tmp_path_factory.mktemp("kafka-secure")
+    with running_token_server(TOKEN_LIFETIME_S) as tokens:
+        try:
+            yield SecureKafka.start_in(state_dir, tokens)
+        finally:
+            kafka_sh("down", state_dir)
+
+
+@pytest.fixture(scope="session")
 def kafka_bootstrap(kafka_broker: KafkaBroker) -> str:
     """Bootstrap address (`127.0.0.1:PORT`) of the session's broker."""
     return kafka_broker.bootstrap
@@ -52,19 +76,8 @@ def make_topic(kafka_bootstrap: str) -> Iterator[MakeTopic]:
 
     The broker does not auto-create topics. Topics made here are deleted after the test.
     """
-    created: list[str] = []
-
-    def make(
-        partitions: int = 6, name_prefix: str = "t", configs: dict[str, str] | None = None
-    ) -> str:
-        topic = unique_name(name_prefix)
-        create_topic(kafka_bootstrap, topic, partitions, configs)
-        created.append(topic)
-        return topic
-
-    yield make
-    if created:
-        delete_topics(kafka_bootstrap, created)
+    with topics_on(kafka_bootstrap) as make:
+        yield make
 
 
 @pytest.fixture(scope="module")

@@ -8,11 +8,21 @@ so it also works inside an async test (blocking that test's loop while it runs).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+import os
 import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Callable,
+    Coroutine,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -76,18 +86,43 @@ def check_records_of(topic: str, check: Callable[[ConsumerRecord], object]) -> N
     _RECORD_CHECKS[topic] = check
 
 
+@contextlib.contextmanager
+def topics_on(bootstrap: str) -> Iterator[MakeTopic]:
+    """A `MakeTopic` for the broker at `bootstrap`; its topics are deleted at the end."""
+    created: list[str] = []
+
+    def make(
+        partitions: int = 6, name_prefix: str = "t", configs: dict[str, str] | None = None
+    ) -> str:
+        topic = unique_name(name_prefix)
+        create_topic(bootstrap, topic, partitions, configs)
+        created.append(topic)
+        return topic
+
+    try:
+        yield make
+    finally:
+        if created:
+            delete_topics(bootstrap, created)
+
+
 def unique_name(prefix: str) -> str:
     """A fresh topic, group or transactional id, so runs sharing a broker never collide."""
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
 
 
-def kafka_sh(*args: str | Path) -> str:
-    """Run scripts/kafka.sh with `args` and return its stdout, stripped.
+def kafka_sh(*args: str | Path, env: Mapping[str, str] | None = None) -> str:
+    """Run scripts/kafka.sh with `args` (and `env` added to the environment) and return
+    its stdout, stripped.
 
     Raises RuntimeError carrying the script's stderr (e.g. the broker's errors) on failure.
     """
     done = subprocess.run(
-        [str(KAFKA_SH), *map(str, args)], capture_output=True, text=True, check=False
+        [str(KAFKA_SH), *map(str, args)],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, **(env or {})},
     )
     if done.returncode != 0:
         raise RuntimeError(f"kafka.sh {' '.join(map(str, args))} failed:\n{done.stderr}")
@@ -429,6 +464,35 @@ async def lag_async(bootstrap: str, group: str, topic: str) -> int:
     return sum(ends[tp] - committed.get(tp.partition, begins[tp]) for tp in tps)
 
 
+_TOPIC_RESOURCE, _LITERAL_PATTERN, _ANY_HOST = 2, 3, "*"
+
+
+async def change_acls_async(
+    bootstrap: str, topic: str, acls: Sequence[tuple[str, int, int]], *, create: bool
+) -> None:
+    """Create (or delete) literal ACLs on `topic`: (principal, operation, permission) each,
+    with Kafka's codes for operation and permission (org.apache.kafka.common.acl)."""
+    from aiokafka.protocol.admin import CreateAclsRequest, DeleteAclsRequest
+
+    kind = CreateAclsRequest if create else DeleteAclsRequest
+    async with _admin(bootstrap) as admin:
+        for principal, operation, permission in acls:
+            request = kind(
+                _TOPIC_RESOURCE,
+                topic,
+                _LITERAL_PATTERN,
+                principal,
+                _ANY_HOST,
+                operation,
+                permission,
+            )
+            response = await admin._send_request(request)
+            results = response.creation_responses if create else response.filter_responses
+            for code, message, *_ in results:
+                if code != 0:
+                    raise for_code(code)(message)
+
+
 create_topic = blocking(create_topic_async)
 delete_topics = blocking(delete_topics_async)
 produce = blocking(produce_async)
@@ -438,3 +502,4 @@ end_offsets = blocking(end_offsets_async)
 committed_offsets = blocking(committed_offsets_async)
 commit_offsets = blocking(commit_offsets_async)
 lag = blocking(lag_async)
+change_acls = blocking(change_acls_async)

@@ -295,10 +295,10 @@ def test_plain_http_to_loopback_and_https_anywhere_are_accepted(url: str) -> Non
     assert load_settings(None, {**TOKEN_ENV, "STREAMSTOP_API__URL": url}).api.url == url
 
 
+# Kafka's TLS files are checked with the protocol that uses them: tests/test_kafka_settings.py.
 FILE_KEYS = [
     ("api", "ca_file"),
     ("api", "client_certfile"),
-    ("kafka", "ssl_cafile"),
 ]
 
 
@@ -325,16 +325,27 @@ def test_a_path_that_cannot_be_read_as_a_file_is_one_line(
     assert problem.startswith(f"{section}.{key}: cannot read {tmp_path}: Is a directory")
 
 
-@pytest.mark.parametrize("key", ["api.ca_file", "kafka.ssl_cafile"])
-def test_a_ca_file_that_is_not_a_pem_bundle_is_refused(tmp_path: Path, key: str) -> None:
+@pytest.mark.parametrize(
+    ("key", "protocol", "says"),
+    [
+        ("api.ca_file", "PLAINTEXT", "is not a PEM CA bundle ("),
+        ("kafka.ssl_cafile", "SSL", "holds no usable PEM certificate ("),
+    ],
+)
+def test_a_ca_file_that_is_not_a_pem_bundle_is_refused(
+    tmp_path: Path, key: str, protocol: str, says: str
+) -> None:
     bundle = write(tmp_path / "ca.pem", "-----BEGIN CERTIFICATE-----\nnope\n")
     section, name = key.split(".")
+    env = {
+        **TOKEN_ENV,
+        "STREAMSTOP_KAFKA__SECURITY_PROTOCOL": protocol,
+        f"STREAMSTOP_{section.upper()}__{name.upper()}": str(bundle),
+    }
 
-    [problem] = problems_of(
-        None, {**TOKEN_ENV, f"STREAMSTOP_{section.upper()}__{name.upper()}": str(bundle)}
-    )
+    [problem] = problems_of(None, env)
 
-    assert problem.startswith(f"{key}: {bundle} is not a PEM CA bundle (")
+    assert problem.startswith(f"{key}: {bundle} {says}")
 
 
 @pytest.fixture(scope="module")
@@ -349,6 +360,7 @@ def test_tls_files_that_load_are_accepted(test_ca: TestCa) -> None:
         "STREAMSTOP_API__CA_FILE": str(test_ca.ca_file),
         "STREAMSTOP_API__CLIENT_CERTFILE": str(certfile),
         "STREAMSTOP_API__CLIENT_KEYFILE": str(keyfile),
+        "STREAMSTOP_KAFKA__SECURITY_PROTOCOL": "SSL",
         "STREAMSTOP_KAFKA__SSL_CAFILE": str(test_ca.ca_file),
     }
 
@@ -356,7 +368,7 @@ def test_tls_files_that_load_are_accepted(test_ca: TestCa) -> None:
 
     assert settings.api.ca_file == test_ca.ca_file
     assert (settings.api.client_certfile, settings.api.client_keyfile) == (certfile, keyfile)
-    assert settings.kafka.ssl_cafile == test_ca.ca_file
+    assert settings.kafka.ssl_cafile == str(test_ca.ca_file)
 
 
 def test_a_client_key_needs_its_certificate(test_ca: TestCa) -> None:

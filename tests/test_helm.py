@@ -46,8 +46,22 @@ HPA = CHART / "ci" / "hpa-values.yaml"
 ALL_ON = CHART / "ci" / "all-on-values.yaml"
 INLINE_TOKEN = "inline-T0ken-for-chart-tests"
 # Secret keys the chart owns: the daemon reads them from mounted files, never from values.
-SECRET_KEYS = {"api": {"token", "token_file"}, "kafka": {"sasl_password", "sasl_password_file"}}
-# Paths of CA bundles mounted into the pod (extraVolumes).
+SECRET_KEYS = {
+    "api": {"token", "token_file"},
+    "kafka": {
+        "sasl_password",
+        "sasl_password_file",
+        "ssl_certfile",
+        "ssl_keyfile",
+        "ssl_key_password",
+        "ssl_key_password_file",
+        "oauth_client_secret",
+        "oauth_client_secret_file",
+    },
+}
+MTLS = CHART / "ci" / "mtls-values.yaml"
+OAUTH = CHART / "ci" / "oauth-values.yaml"
+# Files the pod mounts, replaced by stand-ins when the daemon loads the rendered config.
 CA_FILE_KEYS = (("api", "ca_file"), ("kafka", "ssl_cafile"))
 
 
@@ -240,6 +254,166 @@ def test_sasl_without_a_password_refuses_to_render(helm: Path) -> None:
     assert "kafkaSasl" in refusal
 
 
+def _mounted_files(objects: list[Manifest]) -> dict[Path, tuple[str, str]]:
+    """Where each Secret key lands in the pod: path -> (Secret name, key)."""
+    mounts = {mount["name"]: mount["mountPath"] for mount in _container(objects)["volumeMounts"]}
+    volumes = {volume["name"]: volume for volume in _pod_spec(objects)["volumes"]}
+    files: dict[Path, tuple[str, str]] = {}
+    for source in volumes["secrets"]["projected"]["sources"]:
+        for item in source["secret"]["items"]:
+            path = Path(mounts["secrets"]) / item["path"]
+            files[path] = (source["secret"]["name"], item["key"])
+    return files
+
+
+def _trigger_auth(objects: list[Manifest]) -> dict[str, tuple[str, str]]:
+    """KEDA parameter -> (Secret, key) or ("env", container variable's value)."""
+    auth = one(objects, "TriggerAuthentication")["spec"]
+    env = {item["name"]: item.get("value") for item in _container(objects)["env"]}
+    given = {ref["parameter"]: (ref["name"], ref["key"]) for ref in auth["secretTargetRef"]}
+    for ref in auth.get("env", []):
+        assert ref["containerName"] == _container(objects)["name"]
+        given[ref["parameter"]] = ("env", env[ref["name"]])
+    return given
+
+
+def test_mutual_tls_mounts_the_cluster_ca_and_user_certificate_for_pods_and_keda(
+    helm: Path,
+) -> None:
+    values = yaml.safe_load(MTLS.read_text())
+    objects = render(helm, [MTLS])
+    kafka = tomllib.loads(_toml(objects))["kafka"]
+    files = _mounted_files(objects)
+    ca, client = values["kafkaTls"]["caSecret"], values["kafkaTls"]["clientSecret"]
+
+    assert files[Path(kafka["ssl_cafile"])] == (ca, "ca.crt")
+    assert files[Path(kafka["ssl_certfile"])] == (client, "user.crt")
+    assert files[Path(kafka["ssl_keyfile"])] == (client, "user.key")
+    assert "ssl_key_password_file" not in kafka
+    (trigger,) = one(objects, "ScaledObject")["spec"]["triggers"]
+    assert trigger["metadata"]["tls"] == "enable"
+    assert "sasl" not in trigger["metadata"]
+    assert _trigger_auth(objects) == {
+        "ca": (ca, "ca.crt"),
+        "cert": (client, "user.crt"),
+        "key": (client, "user.key"),
+    }
+    assert find(objects, "Secret") == []
+
+
+def test_oauthbearer_mounts_the_client_secret_and_keda_asks_the_same_endpoint(
+    helm: Path, tmp_path: Path, tls_dir: Path
+) -> None:
+    values = yaml.safe_load(OAUTH.read_text())
+    config = values["config"]["kafka"]
+    objects = render(helm, [OAUTH])
+    kafka = tomllib.loads(_toml(objects))["kafka"]
+    files = _mounted_files(objects)
+    tls = values["kafkaTls"]["clientSecret"]
+
+    assert files[Path(kafka["oauth_client_secret_file"])] == ("streamstop-oauth", "client-secret")
+    assert files[Path(kafka["ssl_key_password_file"])] == (tls, "key-password")
+    assert "sasl_password_file" not in kafka
+    (trigger,) = one(objects, "ScaledObject")["spec"]["triggers"]
+    assert trigger["metadata"]["sasl"] == "oauthbearer"
+    assert _trigger_auth(objects) == {
+        "password": ("streamstop-oauth", "client-secret"),
+        "ca": ("kafka-ca", "ca.crt"),
+        "cert": (tls, "tls.crt"),
+        "key": (tls, "tls.key"),
+        "keyPassword": (tls, "key-password"),
+        "username": ("env", config["oauth_client_id"]),
+        "oauthTokenEndpointUri": ("env", config["oauth_token_url"]),
+        "scopes": ("env", "kafka,profile"),
+    }
+    # The variables KEDA reads must not change what the daemon reads.
+    settings = _daemon_settings(objects, tmp_path, tls_dir)
+    container_env = {item["name"]: item["value"] for item in _container(objects)["env"]}
+    overridden = load_settings(
+        str(tmp_path / "streamstop.toml"),
+        {**container_env, **_stand_in_env(settings)},
+    )
+    assert overridden.kafka == settings.kafka
+
+
+def _stand_in_env(settings: Settings) -> dict[str, str]:
+    kafka = settings.kafka
+    files = {
+        "api__token_file": settings.api.token_file,
+        "kafka__oauth_client_secret_file": kafka.oauth_client_secret_file,
+        "kafka__ssl_cafile": kafka.ssl_cafile,
+        "kafka__ssl_certfile": kafka.ssl_certfile,
+        "kafka__ssl_keyfile": kafka.ssl_keyfile,
+        "kafka__ssl_key_password_file": kafka.ssl_key_password_file,
+    }
+    return {f"STREAMSTOP_{key.upper()}": str(value) for key, value in files.items() if value}
+
+
+@pytest.mark.parametrize(
+    ("set_json", "reason"),
+    [
+        (
+            {
+                "config.kafka.security_protocol": "SASL_SSL",
+                "config.kafka.sasl_mechanism": "OAUTHBEARER",
+            },
+            "needs kafkaOAuth.existingSecret",
+        ),
+        (
+            {
+                "config.kafka.security_protocol": "SASL_SSL",
+                "config.kafka.sasl_mechanism": "OAUTHBEARER",
+                "kafkaOAuth.existingSecret": "oauth",
+            },
+            "needs config.kafka.oauth_token_url and config.kafka.oauth_client_id",
+        ),
+        ({"kafkaTls.clientSecret": "user"}, "uses no TLS: use SSL or SASL_SSL"),
+        (
+            {
+                "config.kafka.security_protocol": "SSL",
+                "config.kafka.ssl_cafile": "/etc/ca.crt",
+                "kafkaTls.caSecret": "ca",
+            },
+            "set kafkaTls.caSecret or config.kafka.ssl_cafile, not both",
+        ),
+    ],
+    ids=["oauth-without-secret", "oauth-without-endpoint", "tls-files-without-tls", "two-cas"],
+)
+def test_kafka_security_values_that_cannot_work_refuse_to_render(
+    helm: Path, set_json: dict[str, Any], reason: str
+) -> None:
+    assert reason in _refuses(helm, set_json)
+
+
+def _secured_cluster_examples() -> list[tuple[str, dict[str, Any]]]:
+    """The values examples of docs/operations.md, "Connecting to a secured cluster", each
+    with the heading it stands under."""
+    docs = (REPO / "docs" / "operations.md").read_text()
+    section = docs.split("## Connecting to a secured cluster\n", 1)[1].split("\n## ", 1)[0]
+    examples: list[tuple[str, dict[str, Any]]] = []
+    for part in section.split("\n### ")[1:]:
+        heading = part.splitlines()[0]
+        for block in re.findall(r"^```yaml\n(.*?)^```$", part, re.MULTILINE | re.DOTALL):
+            values = yaml.safe_load(block)
+            if "config" in values:
+                examples.append((heading, values))
+    return examples
+
+
+@pytest.mark.parametrize("example", _secured_cluster_examples(), ids=lambda example: example[0])
+def test_each_secured_cluster_example_in_the_docs_renders_and_loads(
+    helm: Path, tmp_path: Path, tls_dir: Path, example: tuple[str, dict[str, Any]]
+) -> None:
+    values = tmp_path / "values.yaml"
+    values.write_text(yaml.safe_dump(example[1]))
+
+    objects = render(helm, [DEFAULT, values], {"keda.enabled": True})
+    settings = _daemon_settings(objects, tmp_path, tls_dir)
+
+    assert settings.kafka.security_protocol == example[1]["config"]["kafka"]["security_protocol"]
+    assert one(objects, "TriggerAuthentication")["spec"]["secretTargetRef"]
+
+
 def test_probes_and_restricted_security_context(helm: Path) -> None:
     objects = render(helm, [DEFAULT])
     container, pod = _container(objects), _pod_spec(objects)
@@ -308,42 +482,64 @@ def test_values_schema_rejects_bad_values(helm: Path, set_json: dict[str, Any]) 
     assert INLINE_TOKEN not in refusal
 
 
-def _daemon_settings(objects: list[Manifest], tmp_path: Path) -> Settings:
-    """Load the rendered streamstop.toml as the daemon does, secrets from stand-in files.
+def _daemon_settings(objects: list[Manifest], tmp_path: Path, tls_dir: Path) -> Settings:
+    """Load the rendered streamstop.toml as the daemon does, mounted files stood in for.
 
-    The *_file keys point into the pod's secret mount; env overrides point them here.
+    The *_file keys point into the pod's secret mount; env overrides point them at stand-ins
+    here (the test CA and client certificate for TLS files).
     """
     config = tmp_path / "streamstop.toml"
     config.write_text(_toml(objects))
     token = tmp_path / "api-token"
     token.write_text("t0ken\n")
     env = {"STREAMSTOP_API__TOKEN_FILE": str(token)}
-    rendered = tomllib.loads(config.read_text())
-    if "sasl_password_file" in rendered["kafka"]:
-        password = tmp_path / "sasl-password"
-        password.write_text("passw0rd\n")
-        env["STREAMSTOP_KAFKA__SASL_PASSWORD_FILE"] = str(password)
-    # CA bundles are checked when loading: a stand-in for the ones the pod mounts.
-    mounted = [(section, key) for section, key in CA_FILE_KEYS if rendered[section].get(key)]
-    if mounted:
-        stand_in = str(TestCa(tmp_path, "stand-in").ca_file)
-        env.update({f"STREAMSTOP_{s.upper()}__{k.upper()}": stand_in for s, k in mounted})
+    kafka = tomllib.loads(config.read_text())["kafka"]
+    encrypted = "ssl_key_password_file" in kafka
+    client = "client-protected" if encrypted else "client"
+    stand_ins = {
+        "sasl_password_file": _stand_in(tmp_path / "sasl-password", "passw0rd"),
+        "oauth_client_secret_file": _stand_in(tmp_path / "oauth", "s3cret"),
+        "ssl_cafile": tls_dir / "ca.crt",
+        "ssl_certfile": tls_dir / f"{client}.crt",
+        "ssl_keyfile": tls_dir / f"{client}.key",
+        "ssl_key_password_file": tls_dir / "client-protected.password",
+    }
+    for key, path in stand_ins.items():
+        if kafka.get(key):
+            env[f"STREAMSTOP_KAFKA__{key.upper()}"] = str(path)
+    # The API's CA bundle is checked when loading: a stand-in for the one the pod mounts.
+    if tomllib.loads(config.read_text())["api"].get("ca_file"):
+        env["STREAMSTOP_API__CA_FILE"] = str(TestCa(tmp_path, "stand-in").ca_file)
     return load_settings(str(config), env)
 
 
-@pytest.mark.parametrize("values", CI_VALUES, ids=lambda path: path.name)
-def test_daemon_accepts_the_rendered_config(helm: Path, values: Path, tmp_path: Path) -> None:
-    objects = render(helm, [values])
-    settings = _daemon_settings(objects, tmp_path)
+def assert_daemon_reads(
+    config: dict[str, Any], objects: list[Manifest], settings: Settings
+) -> None:
+    """Every `config` value of the values file reaches the daemon's settings as written
+    (mounted files, stood in for when loading, as rendered)."""
     rendered = tomllib.loads(_toml(objects))
-    assert settings.api_token() == "t0ken"
-    config = yaml.safe_load(values.read_text()).get("config", {})
     for section, keys in config.items():
         for key, value in keys.items():
-            if (section, key) in CA_FILE_KEYS:  # replaced by a stand-in: as rendered
+            if (section, key) in CA_FILE_KEYS:
                 assert rendered[section][key] == value, f"{section}.{key}"
                 continue
             assert getattr(getattr(settings, section), key) == value, f"{section}.{key}"
+
+
+def _stand_in(path: Path, content: str) -> Path:
+    path.write_text(content + "\n")
+    return path
+
+
+@pytest.mark.parametrize("values", CI_VALUES, ids=lambda path: path.name)
+def test_daemon_accepts_the_rendered_config(
+    helm: Path, values: Path, tmp_path: Path, tls_dir: Path
+) -> None:
+    objects = render(helm, [values])
+    settings = _daemon_settings(objects, tmp_path, tls_dir)
+    assert settings.api_token() == "t0ken"
+    assert_daemon_reads(yaml.safe_load(values.read_text()).get("config", {}), objects, settings)
 
 
 def test_config_values_cover_every_daemon_key() -> None:
@@ -423,7 +619,7 @@ def test_the_cluster_guide_shows_a_values_file() -> None:
 @pytest.mark.parametrize("kube_version", KUBE_VERSIONS)
 @pytest.mark.parametrize(("page", "text"), DOCS_VALUES, ids=[page for page, _ in DOCS_VALUES])
 def test_values_shown_in_the_docs_install_as_written(
-    helm: Path, tmp_path: Path, page: str, text: str, kube_version: str
+    helm: Path, tmp_path: Path, tls_dir: Path, page: str, text: str, kube_version: str
 ) -> None:
     values = tmp_path / "streamstop-values.yaml"
     values.write_text(text)
@@ -436,11 +632,5 @@ def test_values_shown_in_the_docs_install_as_written(
     image = yaml.safe_load(text).get("image", {})
     if "repository" in image:
         assert _container(objects)["image"] == f"{image['repository']}:{image['tag']}"
-    settings = _daemon_settings(objects, tmp_path)
-    rendered = tomllib.loads(_toml(objects))
-    for section, keys in yaml.safe_load(text).get("config", {}).items():
-        for key, value in keys.items():
-            if (section, key) in CA_FILE_KEYS:  # replaced by a stand-in: as rendered
-                assert rendered[section][key] == value, f"{section}.{key}"
-                continue
-            assert getattr(getattr(settings, section), key) == value, f"{section}.{key}"
+    settings = _daemon_settings(objects, tmp_path, tls_dir)
+    assert_daemon_reads(yaml.safe_load(text).get("config", {}), objects, settings)

@@ -1,5 +1,6 @@
 """Configuration: the typed model (`models`) and how it is loaded (`loading`)."""
 
+from streamstop.config.errors import ConfigError
 from streamstop.config.loading import (
     Loaded,
     find_config_file,
@@ -8,7 +9,7 @@ from streamstop.config.loading import (
     render_effective,
     render_origins,
 )
-from streamstop.config.models import ConfigError, Settings
+from streamstop.config.models import Settings
 
 __all__ = [
     "ConfigError",

@@ -25,14 +25,14 @@ from typing import Any, Literal
 from pydantic import BaseModel, SecretStr, ValidationError
 from pydantic_core import ErrorDetails
 
-from streamstop.config.models import ConfigError, Settings
+from streamstop.config.errors import ConfigError
+from streamstop.config.models import Settings
 from streamstop.logs import MASK, masked_url
 
 ENV_PREFIX = "STREAMSTOP_"
 ENV_NESTING = "__"
 CONFIG_ENV = "STREAMSTOP_CONFIG"
 DEFAULT_PATH = Path("config/streamstop.toml")
-_SASL_PROTOCOLS = ("SASL_PLAINTEXT", "SASL_SSL")
 
 Location = tuple[str, ...]
 
@@ -198,21 +198,11 @@ def _suggestion(loc: Location, origin: Origin | None) -> str:
 
 
 def _requirements(settings: Settings, *, need_api_token: bool) -> list[str]:
-    """Credentials the command needs; secret files are read now so a bad mount shows early."""
+    """Credentials the command needs and what keeps the Kafka clients from connecting as
+    configured; secret, CA, certificate and key files are read now so a bad mount shows
+    up early."""
     problems = _api_token_problems(settings) if need_api_token else []
-    problems += _problems_of(settings.sasl_password_value)
-    kafka = settings.kafka
-    if kafka.security_protocol in _SASL_PROTOCOLS:
-        needs = f"required when kafka.security_protocol is {kafka.security_protocol}"
-        if not kafka.sasl_username:
-            problems.append(
-                f"kafka.sasl_username: {needs} (or {env_name('kafka', 'sasl_username')})"
-            )
-        if kafka.sasl_password_file is None and not kafka.sasl_password.get_secret_value():
-            problems.append(
-                f"kafka.sasl_password: {needs}: {_either_way('kafka', 'sasl_password')}"
-            )
-    return problems
+    return problems + settings.kafka_problems()
 
 
 def _api_token_problems(settings: Settings) -> list[str]:

@@ -1,21 +1,20 @@
 """The configuration's typed model: sections, keys, defaults and per-key validation.
 
 Pure data and validation; finding, reading and merging the file and the environment is
-`loading.py`. Secret files (`*_file` keys) are read on every call of their accessor, so a
-rotated Kubernetes Secret is picked up without a restart.
+`loading.py`, checks of single values (URLs, files, secrets) `checks.py`, how the Kafka
+security keys fit together `kafka_tls.py`. Secret files (`*_file` keys) are read on every
+call of their accessor, so a rotated Kubernetes Secret is picked up without a restart.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import re
 import ssl
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Literal
-from urllib.parse import SplitResult, urlsplit
 
 from pydantic import (
-    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -26,23 +25,28 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from streamstop.config.checks import (
+    CaBundle,
+    ReadableFile,
+    SecretFile,
+    check_header_safe,
+    check_http_url,
+    check_proxy_url,
+    load_client_certificate,
+    read_secret_file,
+    secret_value,
+)
+from streamstop.config.errors import ConfigError
+from streamstop.config.kafka_tls import combination_problems, ssl_context
 from streamstop.core.interpret import DEFAULT_MAX_RETRY_AFTER_S
 
 MAX_BATCH_SIZE = 10_000  # the stop API's limit per request
 DEFAULT_MAX_RESPONSE_BYTES = 16 * 1024 * 1024
 
 _TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
-_SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
-# What an HTTP header value can carry safely: a newline would split the header.
-_HEADER_SAFE = re.compile(r"[\x21-\x7e]+")
-
-
-class ConfigError(Exception):
-    """Bad configuration: one line per problem, each naming the key, never a secret."""
-
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("; ".join(problems))
-        self.problems = problems
+_SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER")
+TLS_PROTOCOLS = ("SSL", "SASL_SSL")
+SASL_PROTOCOLS = ("SASL_PLAINTEXT", "SASL_SSL")
 
 
 def _lower(value: object) -> object:
@@ -53,41 +57,10 @@ def _upper(value: object) -> object:
     return value.upper() if isinstance(value, str) else value
 
 
-def _empty_is_none(value: object) -> object:
-    # TOML has no null, so the shipped file spells "no file" as "".
-    return None if value == "" else value
-
-
 def _strip(value: object) -> object:
     return value.strip() if isinstance(value, str) else value
 
 
-SecretFile = Annotated[Path | None, BeforeValidator(_empty_is_none)]
-
-
-def _readable(path: Path | None) -> Path | None:
-    if path is not None:
-        try:
-            with path.open("rb"):
-                pass
-        except OSError as exc:
-            raise ValueError(f"cannot read {path}: {exc.strerror or type(exc).__name__}") from None
-    return path
-
-
-def _ca_bundle(path: Path | None) -> Path | None:
-    if path is not None:
-        try:
-            ssl.create_default_context(cafile=path)
-        except ssl.SSLError as exc:
-            raise ValueError(f"{path} is not a PEM CA bundle ({exc.reason})") from None
-    return path
-
-
-# A file the daemon reads (certificates, keys, CA bundles): checked at load time so a
-# missing mount is exit 2 with one line, not a traceback when the first client starts.
-ReadableFile = Annotated[Path | None, BeforeValidator(_empty_is_none), AfterValidator(_readable)]
-CaBundle = Annotated[ReadableFile, AfterValidator(_ca_bundle)]
 _STRICT = ConfigDict(extra="forbid", hide_input_in_errors=True, allow_inf_nan=False, frozen=True)
 
 
@@ -122,7 +95,18 @@ class KafkaSettings(BaseModel):
     sasl_username: str = ""
     sasl_password: SecretStr = SecretStr("")
     sasl_password_file: SecretFile = None
-    ssl_cafile: CaBundle = None
+    ssl_cafile: str = ""
+    # A client certificate (mTLS); the key may also sit in the certificate file.
+    ssl_certfile: str = ""
+    ssl_keyfile: str = ""
+    ssl_key_password: SecretStr = SecretStr("")
+    ssl_key_password_file: SecretFile = None
+    # OAUTHBEARER: an access token from this endpoint, client-credentials grant.
+    oauth_token_url: str = ""
+    oauth_client_id: str = ""
+    oauth_client_secret: SecretStr = SecretStr("")
+    oauth_client_secret_file: SecretFile = None
+    oauth_scope: str = ""
 
     @field_validator("bootstrap_servers")
     @classmethod
@@ -161,16 +145,19 @@ class KafkaSettings(BaseModel):
             raise ValueError(f"must be empty (PLAIN) or one of {', '.join(_SASL_MECHANISMS)}")
         return value
 
-    @field_validator("sasl_password_file")
+    @field_validator("sasl_password_file", "ssl_key_password_file", "oauth_client_secret_file")
     @classmethod
-    def _password_file(cls, value: Path | None, info: ValidationInfo) -> Path | None:
-        _only_one(
-            info.data.get("sasl_password"),
-            value,
-            "kafka.sasl_password",
-            "kafka.sasl_password_file",
-        )
+    def _secret_file(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        assert info.field_name is not None
+        inline = info.field_name.removesuffix("_file")
+        _only_one(info.data.get(inline), value, f"kafka.{inline}", f"kafka.{info.field_name}")
         return value
+
+    @field_validator("oauth_token_url")
+    @classmethod
+    def _token_url(cls, value: str) -> str:
+        hint = "kafka.oauth_client_id and kafka.oauth_client_secret(_file)"
+        return check_http_url(value, hint) if value else value
 
 
 class BatchSettings(BaseModel):
@@ -209,18 +196,7 @@ class ApiSettings(BaseModel):
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
-        parts = _split_url(value)
-        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("must be an http:// or https:// URL with a host")
-        # The URL is logged and printed by check-config; credentials belong in api.token.
-        if parts.username is not None or parts.password is not None:
-            raise ValueError("must not contain credentials; use api.token or api.token_file")
-        if parts.scheme == "http" and not _is_loopback(parts.hostname):
-            raise ValueError(
-                "must be https:// unless its host is loopback (127.0.0.0/8, ::1, localhost): "
-                "over http:// the token would travel in clear text"
-            )
-        return value
+        return check_http_url(value, "api.token or api.token_file")
 
     @field_validator("proxy_url")
     @classmethod
@@ -232,7 +208,7 @@ class ApiSettings(BaseModel):
     @field_validator("token")
     @classmethod
     def _token(cls, value: SecretStr) -> SecretStr:
-        _check_header_safe(value.get_secret_value())
+        check_header_safe(value.get_secret_value())
         return value
 
     @field_validator("token_file")
@@ -257,47 +233,6 @@ class ApiSettings(BaseModel):
                 f"({exc.reason})"
             ) from None
         return value
-
-
-def load_client_certificate(context: ssl.SSLContext, certfile: Path, keyfile: Path | None) -> None:
-    """Load a client certificate (and its key, unless inside `certfile`) into `context`.
-
-    An encrypted key is refused rather than prompted for: a daemon has no terminal.
-    """
-    context.load_cert_chain(certfile, keyfile, password="")
-
-
-def check_proxy_url(value: str) -> None:
-    """Raise ValueError unless `value` is `http://[user:password@]host[:port]`: an HTTP
-    CONNECT proxy, the only kind the API client speaks."""
-    parts = _split_url(value)
-    if parts is None or parts.scheme != "http" or not parts.hostname:
-        raise ValueError("must be an http:// URL of an HTTP CONNECT proxy")
-    if parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise ValueError("must be http://[user:password@]host[:port] without a path")
-
-
-def _split_url(value: str) -> SplitResult | None:
-    try:
-        parts = urlsplit(value)
-        parts.port  # noqa: B018 - raises ValueError on a port out of range
-    except ValueError:  # e.g. an unbalanced IPv6 bracket
-        return None
-    return parts
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _check_header_safe(token: str) -> None:
-    if token and not _HEADER_SAFE.fullmatch(token):
-        raise ValueError("must be printable ASCII without spaces")
 
 
 class RetrySettings(BaseModel):
@@ -398,9 +333,9 @@ class Settings(BaseSettings):
             if not api.token.get_secret_value():
                 raise ConfigError(["api.token: one of api.token or api.token_file is required"])
             return api.token.get_secret_value()
-        token = _read_secret_file(api.token_file, "api.token_file")
+        token = read_secret_file(api.token_file, "api.token_file")
         try:
-            _check_header_safe(token)
+            check_header_safe(token)
         except ValueError as exc:
             raise ConfigError([f"api.token_file: content {exc}"]) from None
         return token
@@ -408,19 +343,41 @@ class Settings(BaseSettings):
     def sasl_password_value(self) -> str | None:
         """The SASL password now (`kafka.sasl_password` or its file read at this call), or None."""
         kafka = self.kafka
-        if kafka.sasl_password_file is not None:
-            return _read_secret_file(kafka.sasl_password_file, "kafka.sasl_password_file")
-        return kafka.sasl_password.get_secret_value() or None
+        return secret_value(kafka.sasl_password, kafka.sasl_password_file, "kafka.sasl_password")
 
+    def oauth_client_secret_value(self) -> str | None:
+        """The OAuth client secret now (inline or its file read at this call), or None."""
+        kafka = self.kafka
+        return secret_value(
+            kafka.oauth_client_secret, kafka.oauth_client_secret_file, "kafka.oauth_client_secret"
+        )
 
-def _read_secret_file(path: Path, key: str) -> str:
-    try:
-        content = path.read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        problem = f"{key}: cannot read {path}: {exc.strerror or type(exc).__name__}"
-        raise ConfigError([problem]) from None
-    except UnicodeDecodeError:
-        raise ConfigError([f"{key}: {path} is not UTF-8 text"]) from None
-    if not content:
-        raise ConfigError([f"{key}: {path} is empty"])
-    return content
+    def ssl_key_password_value(self) -> str | None:
+        """The client key's password now (inline or its file read at this call), or None."""
+        kafka = self.kafka
+        return secret_value(
+            kafka.ssl_key_password, kafka.ssl_key_password_file, "kafka.ssl_key_password"
+        )
+
+    def kafka_ssl_context(self) -> ssl.SSLContext | None:
+        """TLS for SSL and SASL_SSL (None otherwise), from the CA, certificate and key files
+        read at this call: broker certificates verified, host names checked. Raises
+        ConfigError, one line naming the key, when a file cannot be read or used."""
+        return ssl_context(self.kafka, self.ssl_key_password_value)
+
+    def kafka_problems(self) -> list[str]:
+        """What keeps the Kafka clients from connecting as configured, one line per problem:
+        keys the protocol or mechanism needs, keys it would silently ignore, and secret,
+        CA, certificate and key files that cannot be read or used (read now)."""
+        problems = combination_problems(self.kafka)
+        readers: list[Callable[[], object]] = [
+            self.kafka_ssl_context,
+            self.sasl_password_value,
+            self.oauth_client_secret_value,
+        ]
+        for read in readers:
+            try:
+                read()
+            except ConfigError as exc:
+                problems.extend(exc.problems)
+        return problems

@@ -55,6 +55,46 @@ app.kubernetes.io/component: consumer
 {{- if hasPrefix "SASL_" (upper .Values.config.kafka.security_protocol) }}true{{ end }}
 {{- end }}
 
+{{/* SASL with OAUTHBEARER: the client secret comes from kafkaOAuth, no password. */}}
+{{- define "streamstop.isOAuth" -}}
+{{- if and (include "streamstop.isSasl" .) (eq (upper .Values.config.kafka.sasl_mechanism) "OAUTHBEARER") }}true{{ end }}
+{{- end }}
+
+{{/* SASL with PLAIN or SCRAM: a user name and the password from kafkaSasl. */}}
+{{- define "streamstop.usesSaslPassword" -}}
+{{- if and (include "streamstop.isSasl" .) (not (include "streamstop.isOAuth" .)) }}true{{ end }}
+{{- end }}
+
+{{- define "streamstop.isTls" -}}
+{{- if has (upper .Values.config.kafka.security_protocol) (list "SSL" "SASL_SSL") }}true{{ end }}
+{{- end }}
+
+{{/*
+Kafka files the chart mounts from Secrets into the secrets volume: a list of
+{secret, key, path, config} with config the kafka.* key naming the file.
+*/}}
+{{- define "streamstop.kafkaFiles" -}}
+{{- $files := list }}
+{{- $tls := .Values.kafkaTls }}
+{{- if include "streamstop.usesSaslPassword" . }}
+{{- $files = append $files (dict "secret" (include "streamstop.saslSecret" .) "key" (include "streamstop.saslKey" .) "path" "sasl-password" "config" "sasl_password_file") }}
+{{- end }}
+{{- if include "streamstop.isOAuth" . }}
+{{- $files = append $files (dict "secret" .Values.kafkaOAuth.existingSecret "key" .Values.kafkaOAuth.existingSecretKey "path" "kafka-oauth-client-secret" "config" "oauth_client_secret_file") }}
+{{- end }}
+{{- if $tls.caSecret }}
+{{- $files = append $files (dict "secret" $tls.caSecret "key" $tls.caSecretKey "path" "kafka-ca.crt" "config" "ssl_cafile") }}
+{{- end }}
+{{- if $tls.clientSecret }}
+{{- $files = append $files (dict "secret" $tls.clientSecret "key" $tls.clientCertKey "path" "kafka-client.crt" "config" "ssl_certfile") }}
+{{- $files = append $files (dict "secret" $tls.clientSecret "key" $tls.clientKeyKey "path" "kafka-client.key" "config" "ssl_keyfile") }}
+{{- if $tls.clientKeyPasswordKey }}
+{{- $files = append $files (dict "secret" $tls.clientSecret "key" $tls.clientKeyPasswordKey "path" "kafka-client-key-password" "config" "ssl_key_password_file") }}
+{{- end }}
+{{- end }}
+{{- toJson $files }}
+{{- end }}
+
 {{/* The Secret holding the API token: the user's, or the chart's when given inline. */}}
 {{- define "streamstop.apiTokenSecret" -}}
 {{- .Values.apiToken.existingSecret | default (include "streamstop.fullname" .) }}
@@ -72,9 +112,14 @@ app.kubernetes.io/component: consumer
 {{- if .Values.kafkaSasl.existingSecret }}{{ .Values.kafkaSasl.existingSecretKey }}{{ else }}sasl-password{{ end }}
 {{- end }}
 
+{{/* True when the KEDA trigger needs credentials or TLS material from a TriggerAuthentication. */}}
+{{- define "streamstop.kedaNeedsAuthentication" -}}
+{{- if or (include "streamstop.isSasl" .) .Values.kafkaTls.caSecret .Values.kafkaTls.clientSecret .Values.keda.extraSecretTargetRefs }}true{{ end }}
+{{- end }}
+
 {{/* True when the chart must create a Secret for an inline token or SASL password. */}}
 {{- define "streamstop.createSecret" -}}
-{{- if or (and .Values.apiToken.value (not .Values.apiToken.existingSecret)) (and (include "streamstop.isSasl" .) .Values.kafkaSasl.value (not .Values.kafkaSasl.existingSecret)) }}true{{ end }}
+{{- if or (and .Values.apiToken.value (not .Values.apiToken.existingSecret)) (and (include "streamstop.usesSaslPassword" .) .Values.kafkaSasl.value (not .Values.kafkaSasl.existingSecret)) }}true{{ end }}
 {{- end }}
 
 {{/*
@@ -92,17 +137,23 @@ whole numbers as 1e+07: whole numbers are printed as integers instead.
 {{/* streamstop.toml: every section of .Values.config plus the mounted secret files. */}}
 {{- define "streamstop.toml" -}}
 # Rendered by the streamstop Helm chart from .Values.config; edit values, not this file.
+{{- $kafkaFiles := include "streamstop.kafkaFiles" . | fromJsonArray }}
 {{- range $section, $keys := .Values.config }}
 
 [{{ $section }}]
 {{- range $key, $value := $keys }}
+{{- /* A key the chart points at a mounted file is written once, below. */}}
+{{- if not (and (eq $section "kafka") (eq $key "ssl_cafile") $.Values.kafkaTls.caSecret) }}
 {{ $key }} = {{ include "streamstop.tomlValue" $value }}
+{{- end }}
 {{- end }}
 {{- if eq $section "api" }}
 token_file = {{ printf "%s/api-token" (include "streamstop.secretDir" $) | toJson }}
 {{- end }}
-{{- if and (eq $section "kafka") (include "streamstop.isSasl" $) }}
-sasl_password_file = {{ printf "%s/sasl-password" (include "streamstop.secretDir" $) | toJson }}
+{{- if eq $section "kafka" }}
+{{- range $kafkaFiles }}
+{{ .config }} = {{ printf "%s/%s" (include "streamstop.secretDir" $) .path | toJson }}
+{{- end }}
 {{- end }}
 {{- end }}
 {{- end }}
@@ -121,7 +172,7 @@ sasl_password_file = {{ printf "%s/sasl-password" (include "streamstop.secretDir
 {{- if not (or .Values.apiToken.value .Values.apiToken.existingSecret) }}
 {{- fail "the stop API token is required: set apiToken.existingSecret (recommended) or apiToken.value" }}
 {{- end }}
-{{- if include "streamstop.isSasl" . }}
+{{- if include "streamstop.usesSaslPassword" . }}
 {{- if and .Values.kafkaSasl.value .Values.kafkaSasl.existingSecret }}
 {{- fail "set kafkaSasl.existingSecret or kafkaSasl.value, not both" }}
 {{- end }}
@@ -131,6 +182,20 @@ sasl_password_file = {{ printf "%s/sasl-password" (include "streamstop.secretDir
 {{- if not .Values.config.kafka.sasl_username }}
 {{- fail (printf "config.kafka.security_protocol %s needs config.kafka.sasl_username" .Values.config.kafka.security_protocol) }}
 {{- end }}
+{{- end }}
+{{- if include "streamstop.isOAuth" . }}
+{{- if not .Values.kafkaOAuth.existingSecret }}
+{{- fail "config.kafka.sasl_mechanism OAUTHBEARER needs kafkaOAuth.existingSecret (the client secret)" }}
+{{- end }}
+{{- if not (and .Values.config.kafka.oauth_token_url .Values.config.kafka.oauth_client_id) }}
+{{- fail "config.kafka.sasl_mechanism OAUTHBEARER needs config.kafka.oauth_token_url and config.kafka.oauth_client_id" }}
+{{- end }}
+{{- end }}
+{{- if and (or .Values.kafkaTls.caSecret .Values.kafkaTls.clientSecret) (not (include "streamstop.isTls" .)) }}
+{{- fail (printf "kafkaTls is set but config.kafka.security_protocol %s uses no TLS: use SSL or SASL_SSL" .Values.config.kafka.security_protocol) }}
+{{- end }}
+{{- if and .Values.kafkaTls.caSecret .Values.config.kafka.ssl_cafile }}
+{{- fail "set kafkaTls.caSecret or config.kafka.ssl_cafile, not both" }}
 {{- end }}
 {{- if and .Values.autoscaling.enabled (gt (int .Values.autoscaling.minReplicas) (int .Values.autoscaling.maxReplicas)) }}
 {{- fail "autoscaling.minReplicas must not exceed autoscaling.maxReplicas" }}
