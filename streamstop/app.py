@@ -34,7 +34,7 @@ from streamstop.core.resolution import RetryPolicy
 from streamstop.exitcodes import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK
 from streamstop.health import HealthServer
 from streamstop.interpreter import Interpreter
-from streamstop.kafkaclients import make_admin, make_consumer, make_producer
+from streamstop.kafkaclients import explain_failure, make_admin, make_consumer, make_producer
 from streamstop.lag import LagMonitor
 from streamstop.metrics import Metrics
 from streamstop.partitions import Assignment
@@ -282,7 +282,7 @@ class Daemon:
             try:
                 result = await self._unless_stopped(attempt())
             except _KAFKA_UNAVAILABLE as exc:
-                self._held(stage, exc)
+                await self._held(stage, exc)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), delay)
                 if self._stop.is_set():
@@ -310,18 +310,19 @@ class Daemon:
             raise _Stopped
         return task.result()
 
-    def _held(self, stage: str, exc: BaseException) -> None:
-        servers = self.settings.kafka.bootstrap_servers
+    async def _held(self, stage: str, exc: BaseException) -> None:
+        """Kafka refused `stage`: say why (one line, at most every 30 s), not ready."""
+        self.metrics.kafka_hold.set(1)
+        now = time.monotonic()
+        if now - self._hold_logged < HOLD_LOG_EVERY_S and self._hold not in (None, "starting"):
+            return
         if isinstance(exc, TopicMissing):
             problem = str(exc)
         else:
-            problem = f"{stage} at {servers} failed: {_describe(exc)}"
-        self._hold = problem
-        self.metrics.kafka_hold.set(1)
-        now = time.monotonic()
-        if now - self._hold_logged >= HOLD_LOG_EVERY_S:
-            self._hold_logged = now
-            log.error("kafka_unavailable", problem=problem, retrying=True)
+            problem = await self._unless_stopped(explain_failure(exc, self.settings))
+        self._hold = f"{stage}: {problem}"
+        self._hold_logged = now
+        log.error("kafka_unavailable", stage=stage, problem=problem, retrying=True)
 
     def _closing(
         self, stack: contextlib.AsyncExitStack, close: Callable[[], Awaitable[Any]]
@@ -383,11 +384,6 @@ def _readiness(
     if not assignment.joined:
         return "not a member of the consumer group"
     return None
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    return text if type(exc).__name__ in text else f"{type(exc).__name__}: {text}"
 
 
 def _log_loop_exception(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:

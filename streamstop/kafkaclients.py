@@ -22,6 +22,7 @@ from aiokafka.protocol.metadata import MetadataRequest
 
 from streamstop import __version__
 from streamstop.config import ConfigError, Settings
+from streamstop.kafkaproblems import describe_kafka_problem
 from streamstop.logs import register_secret
 from streamstop.oauth import ClientCredentialsTokens
 
@@ -226,3 +227,18 @@ async def probe(settings: Settings, timeout_s: float = 10.0) -> None:
         except Exception as exc:  # whatever stops this server: try the next one
             failure = exc
     raise failure
+
+
+async def explain_failure(exc: BaseException, settings: Settings, timeout_s: float = 10.0) -> str:
+    """One line an operator can act on for `exc`, met while starting or using a client.
+
+    aiokafka reports a refused login or a failed handshake as a generic "Unable to
+    bootstrap": for those the bootstrap servers are probed once more to learn the precise
+    reason. A broker's own error (authorization, say) is described as it is.
+    """
+    if isinstance(exc, KafkaConnectionError | TimeoutError | OSError):
+        try:
+            await probe(settings, timeout_s)
+        except Exception as precise:  # the reason the servers give now
+            exc = precise
+    return describe_kafka_problem(exc, settings)

@@ -39,6 +39,7 @@ MAX_RECORDS_PER_POLL = 5_000
 RESUME_FRACTION = 0.75
 POSITION_RETRY_S = 0.5
 LOG_EVERY_S = 30.0
+POLL_RECOVERY_S = 5.0
 EXPIRED_REASON = "older than batch.max_record_age_s"
 UNDECODABLE_REASON = "record cannot be decoded, nor the rest of its batch (a header key not UTF-8?)"
 
@@ -91,6 +92,7 @@ class Pipeline:
         self._shutting_down = False
         self._problem_logged = float("-inf")
         self.kafka_problem: str | None = None  # why polling fails, while it does
+        self._failed_at = float("-inf")
         self.fatal: BaseException | None = None
         self.failed = asyncio.Event()
         self.heartbeat = time.monotonic()
@@ -235,12 +237,15 @@ class Pipeline:
         self.kafka_problem = f"polling fails: {exc!r}"
         self._metrics.kafka_hold.set(1)
         now = time.monotonic()
+        self._failed_at = now
         if now - self._problem_logged >= LOG_EVERY_S:
             self._problem_logged = now
             log.error("poll_failed", error=repr(exc), hint="check the topic and group ACLs")
 
     def _poll_succeeded(self) -> None:
-        if self.kafka_problem is not None:
+        # A refused fetch is raised once per retry, with polls in between that simply find
+        # nothing: the problem ends only after a while without one.
+        if self.kafka_problem is not None and time.monotonic() - self._failed_at > POLL_RECOVERY_S:
             self.kafka_problem = None
             self._problem_logged = float("-inf")
             self._metrics.kafka_hold.set(0)

@@ -95,6 +95,7 @@ class Publisher:
         self._round_robin = 0
         self._replacing: asyncio.Task[None] | None = None
         self.unauthorized: str | None = None  # why Kafka refuses us, while it does
+        self._logged = float("-inf")  # when a failure was last logged
 
     async def start(self) -> None:
         """Start a new producer (a failed start leaves its state: never retry one)."""
@@ -116,7 +117,6 @@ class Publisher:
         Retries for as long as it takes (shutdown cancels)."""
         todo = list(messages)
         attempt = 0
-        logged = float("-inf")
         while todo:
             failed = await self._send_all(todo)
             todo = [message for message, _ in failed if not _abandoned(message)]
@@ -126,8 +126,8 @@ class Publisher:
             error = failed[0][1]
             await self._after_failure(failed)
             now = time.monotonic()
-            if now - logged >= LOG_EVERY_S:
-                logged = now
+            if now - self._logged >= LOG_EVERY_S:  # one line per outage, not per publish
+                self._logged = now
                 event = "publish_unauthorized" if self.unauthorized else "publish_retry"
                 level = log.error if self.unauthorized else log.warning
                 level(event, messages=len(todo), attempt=attempt, error=repr(error))
@@ -135,6 +135,7 @@ class Publisher:
             await asyncio.sleep(random.uniform(low, min(high, low * 2**attempt)))
         if self.unauthorized is not None:
             self.unauthorized = None
+            self._logged = float("-inf")
             log.info("publish_authorized")
 
     async def _after_failure(self, failed: Failed) -> None:

@@ -10,17 +10,16 @@ import argparse
 import asyncio
 import logging
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 
-from aiokafka.errors import BrokerResponseError, KafkaError
+from aiokafka.errors import KafkaError
 
 from streamstop.config import ConfigError, Settings, load
 from streamstop.core.topicrules import Role, has_problems
 from streamstop.exitcodes import EXIT_CONFIG, EXIT_KAFKA, EXIT_OK
-from streamstop.kafkaclients import make_admin
+from streamstop.kafkaclients import explain_failure, make_admin
 from streamstop.topics import (
-    AUTHORIZATION_ERRORS,
     CreateRequest,
     KafkaRefused,
     TopicReport,
@@ -134,7 +133,7 @@ def main(args: argparse.Namespace) -> int:
 async def _run(
     settings: Settings, request: CreateRequest | None, timeout_s: float
 ) -> list[TopicReport]:
-    with _kafka_reasons() as reasons:
+    with _aiokafka_quiet():
         admin = make_admin(settings)
         try:
             async with asyncio.timeout(timeout_s):
@@ -143,13 +142,9 @@ async def _run(
                     set() if request is None else await create_topics(admin, settings, request)
                 )
                 reports = await review_topics(admin, settings)
-        except TimeoutError:
-            raise KafkaRefused(
-                f"Kafka at {settings.kafka.bootstrap_servers} did not answer within "
-                f"{timeout_s:g} s: {diagnose_connection(reasons, settings)}"
-            ) from None
-        except KafkaError as exc:
-            raise KafkaRefused(_explain(exc, settings, reasons)) from None
+        except (KafkaError, TimeoutError) as exc:
+            # The same one line the daemon logs when Kafka holds it.
+            raise KafkaRefused(await explain_failure(exc, settings, timeout_s)) from None
         finally:
             await admin.close()
     if request is None:
@@ -159,88 +154,16 @@ async def _run(
     ]
 
 
-def _explain(exc: KafkaError, settings: Settings, reasons: list[str]) -> str:
-    servers = settings.kafka.bootstrap_servers
-    if isinstance(exc, AUTHORIZATION_ERRORS):
-        return (
-            f"Kafka at {servers} refused: not authorized ({exc}); the user needs Describe and "
-            "DescribeConfigs on the topics (docs/cluster.md, ACLs)"
-        )
-    if isinstance(exc, BrokerResponseError):
-        return f"Kafka at {servers} refused the request: {exc}"
-    return diagnose_connection(reasons, settings)
-
-
-def diagnose_connection(reasons: Sequence[str], settings: Settings) -> str:
-    """Why the Kafka client could not connect, in plain words, from what aiokafka logged.
-
-    `reasons` are aiokafka's warning and error messages, oldest first. Never names a secret.
-    """
-    kafka = settings.kafka
-    servers, protocol = kafka.bootstrap_servers, kafka.security_protocol
-    mechanism, user = kafka.sasl_mechanism or "PLAIN", kafka.sasl_username
-    said = "\n".join(reasons)
-    tls = protocol in ("SSL", "SASL_SSL")
-    if "SaslAuthenticationFailed" in said or "Authentication failed" in said:
-        return (
-            f"Kafka at {servers} refused the login of user {user!r} ({mechanism}): check "
-            "kafka.sasl_username and the password, and that the user exists for "
-            f"{mechanism} on this cluster"
-        )
-    if "UnsupportedSaslMechanism" in said:
-        return (
-            f"Kafka at {servers} does not offer SASL mechanism {mechanism} on this listener: "
-            "set kafka.sasl_mechanism to one it enables (the broker's sasl.enabled.mechanisms)"
-        )
-    if "IllegalSaslState" in said:
-        return (
-            f"Kafka at {servers} does not speak SASL on this listener: kafka.security_protocol "
-            f"is {protocol}; use the protocol of the listener (PLAINTEXT or SSL, say)"
-        )
-    unreachable = ("Connect call failed", "Name or service not known", "getaddrinfo")
-    if not any(text in said for text in unreachable):
-        if tls:
-            return (
-                f"the TLS connection to Kafka at {servers} failed{_last(reasons)}: check that "
-                "the listener uses TLS (else kafka.security_protocol SASL_PLAINTEXT or "
-                "PLAINTEXT) and that kafka.ssl_cafile holds the CA that signed its certificate"
-            )
-        if "closed" in said:
-            return (
-                f"Kafka at {servers} closed the connection{_last(reasons)}: the listener "
-                f"probably expects another kafka.security_protocol than {protocol} (SASL or "
-                "TLS)"
-            )
-    return (
-        f"cannot reach Kafka at {servers}{_last(reasons)}: check kafka.bootstrap_servers and "
-        "that this host can reach them (DNS, network, firewall)"
-    )
-
-
-def _last(reasons: Sequence[str]) -> str:
-    # aiokafka leaves "...: " when the exception had no text (a TLS handshake cut short).
-    return f" ({reasons[-1].rstrip(': ')})" if reasons else ""
-
-
 @contextmanager
-def _kafka_reasons() -> Iterator[list[str]]:
-    """Collect aiokafka's warnings (the reason a connection failed) instead of printing them."""
-    reasons: list[str] = []
-
-    class Collect(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            reasons.append(record.getMessage())
-
+def _aiokafka_quiet() -> Iterator[None]:
+    """aiokafka's own lines stay off the command's output: its one line says why."""
     logger = logging.getLogger("aiokafka")
-    handler = Collect(logging.WARNING)
-    saved = logger.propagate
-    logger.addHandler(handler)
-    logger.propagate = False
+    saved = logger.propagate, logger.level
+    logger.propagate, logger.level = False, logging.CRITICAL
     try:
-        yield reasons
+        yield
     finally:
-        logger.removeHandler(handler)
-        logger.propagate = saved
+        logger.propagate, logger.level = saved
 
 
 def render_reports(reports: list[TopicReport]) -> str:

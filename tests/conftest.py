@@ -93,3 +93,10 @@ def fake(shared_fake: FakeApi) -> FakeApi:
     shared_fake.set(**{**Switches().model_dump(mode="json"), "token": DEFAULT_TOKEN})
     shared_fake.reset()
     return shared_fake
+
+
+@pytest.fixture
+def secure_topic(secure_kafka: SecureKafka) -> Iterator[MakeTopic]:
+    """make_topic for the secured broker."""
+    with topics_on(secure_kafka.bootstrap) as make:
+        yield make

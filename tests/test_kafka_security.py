@@ -28,7 +28,6 @@ from kafkahelp import (
     Position,
     consume_all,
     produce,
-    topics_on,
     unique_name,
 )
 from scenario import check_requests, check_results, config_for, corpus, topics_for, wait_committed
@@ -40,13 +39,6 @@ from streamstop.kafkaclients import make_producer, probe
 from streamstop.kafkaproblems import describe_kafka_problem
 
 pytestmark = pytest.mark.kafka
-
-
-@pytest.fixture
-def secure_topic(secure_kafka: SecureKafka) -> Iterator[MakeTopic]:
-    """make_topic for the secured broker."""
-    with topics_on(secure_kafka.bootstrap) as make:
-        yield make
 
 
 @contextmanager

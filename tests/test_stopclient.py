@@ -242,7 +242,7 @@ async def test_an_mtls_gateway_refuses_a_client_without_a_certificate_it_trusts(
     if certificate == "unknown_ca":
         options["client_certfile"], options["client_keyfile"] = other_ca.issue("x", "x.test")
     # The refusal lands as a closed or a reset connection, depending on timing.
-    with pytest.raises(TransportError, match="ServerDisconnectedError|ClientOSError"):
+    with pytest.raises(TransportError, match=r"ServerDisconnectedError|ClientOSError"):
         await post(mtls_fake.url, **options)
     assert mtls_fake.received() == []
 
