@@ -30,7 +30,6 @@ from aiokafka.errors import KafkaError
 from streamstop import __version__, logs
 from streamstop.committer import Committer, commit_budget
 from streamstop.config import ConfigError, Settings
-from streamstop.core.resolution import RetryPolicy
 from streamstop.exitcodes import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK
 from streamstop.health import HealthServer
 from streamstop.interpreter import Interpreter
@@ -102,7 +101,7 @@ class Daemon:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.metrics = Metrics()
-        self._stop = asyncio.Event()
+        self._shutdown = asyncio.Event()
         self._signals = 0
         self._close_until: float | None = None  # the shutdown budget, once it runs
         self._hold: str | None = "starting"
@@ -158,11 +157,7 @@ class Daemon:
             max_in_flight=settings.batch.max_in_flight,
             max_batch_size=settings.batch.max_size,
             max_requests_per_second=api.max_requests_per_second,
-            policy=RetryPolicy(
-                settings.retry.initial_backoff_ms,
-                settings.retry.max_backoff_ms,
-                settings.retry.deadline_s,
-            ),
+            policy=settings.retry,
             metrics=self.metrics,
         )
 
@@ -229,7 +224,7 @@ class Daemon:
         """Run until a signal or a fatal error, then drain, commit and stop the tasks;
         the exit stack closes the rest."""
         failed = asyncio.create_task(pipeline.failed.wait())
-        stopped = asyncio.create_task(self._stop.wait())
+        stopped = asyncio.create_task(self._shutdown.wait())
         await asyncio.wait([failed, stopped, *tasks], return_when=asyncio.FIRST_COMPLETED)
         failed.cancel()
         stopped.cancel()
@@ -284,8 +279,8 @@ class Daemon:
             except _KAFKA_UNAVAILABLE as exc:
                 await self._held(stage, exc)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), delay)
-                if self._stop.is_set():
+                    await asyncio.wait_for(self._shutdown.wait(), delay)
+                if self._shutdown.is_set():
                     raise _Stopped from None
                 delay = min(delay * 2, max_delay)
                 continue
@@ -298,7 +293,7 @@ class Daemon:
     async def _unless_stopped(self, step: Awaitable[T]) -> T:
         """Await `step` (bounded), or give it up as soon as a signal arrives."""
         task = asyncio.ensure_future(asyncio.wait_for(step, STEP_TIMEOUT_S))
-        stopped = asyncio.create_task(self._stop.wait())
+        stopped = asyncio.create_task(self._shutdown.wait())
         try:
             await asyncio.wait([task, stopped], return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -360,7 +355,7 @@ class Daemon:
             sys.stdout.flush()
             os._exit(EXIT_FAILURE)
         log.info("signal_received", signal=sig.name)
-        self._stop.set()
+        self._shutdown.set()
 
     def _liveness(self, pipeline: Pipeline, tasks: list[asyncio.Task[None]]) -> str | None:
         for task in tasks:

@@ -127,3 +127,25 @@ def test_a_reader_that_leaves_early_is_not_an_error(tmp_path: Path) -> None:
     assert proc.returncode == 0
     assert b"Traceback" not in stderr
     assert b"BrokenPipeError" not in stderr
+
+
+def test_a_metrics_port_in_use_is_one_configuration_line_not_a_traceback(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {
+            "STREAMSTOP_API__TOKEN": TOKEN,
+            "STREAMSTOP_API__URL": "http://127.0.0.1:9/stop",
+            "STREAMSTOP_OBSERVABILITY__HTTP_PORT": str(port),
+            "STREAMSTOP_KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:9",
+        }
+        done = streamstop("run", cwd=tmp_path, env=env, timeout_s=60)
+
+    assert done.returncode == 2
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    (problem,) = [line["problem"] for line in lines if line["event"] == "config_error"]
+    assert problem.startswith(f"observability.http_port: cannot listen on port {port}")
+    assert "Traceback" not in done.stdout + done.stderr

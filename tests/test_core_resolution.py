@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from streamstop.config.models import RetrySettings
 from streamstop.core.breaker import RejectionBreaker
 from streamstop.core.resolution import (
     Answered,
@@ -22,13 +23,12 @@ from streamstop.core.resolution import (
     Held,
     Outcome,
     Rejected,
-    RetryPolicy,
     Transient,
     resolution_for_code,
 )
 from streamstop.core.results import Resolution, Status
 
-POLICY = RetryPolicy(initial_backoff_ms=200, max_backoff_ms=30_000, deadline_s=600.0)
+POLICY = RetrySettings(initial_backoff_ms=200, max_backoff_ms=30_000, deadline_s=600.0)
 REQUEST_S = 0.05  # model time each request takes
 HOLD_S = 5.0  # model time between probes during a configuration error
 
@@ -55,7 +55,7 @@ def drive(
     api: Api,
     *,
     breaker: RejectionBreaker | None = None,
-    policy: RetryPolicy = POLICY,
+    policy: RetrySettings = POLICY,
     max_requests: int = 5_000,
 ) -> Run:
     """Play the stopper's loop for one batch; `api(unit, request_number)` answers."""
@@ -239,7 +239,7 @@ def test_a_batch_too_small_to_open_the_breaker_holds_when_nothing_is_accepted() 
 
 
 def test_transient_failures_end_failed_at_the_deadline_not_before() -> None:
-    policy = RetryPolicy(initial_backoff_ms=100, max_backoff_ms=1_000, deadline_s=30.0)
+    policy = RetrySettings(initial_backoff_ms=100, max_backoff_ms=1_000, deadline_s=30.0)
     uuids = uuids_of(3)
     down = Transient(Cause.CONNECTION, "connection error: x")
     run = drive(uuids, lambda unit, n: down, policy=policy)
@@ -250,7 +250,7 @@ def test_transient_failures_end_failed_at_the_deadline_not_before() -> None:
 
 
 def test_the_deadline_clock_stops_while_the_api_holds() -> None:
-    policy = RetryPolicy(initial_backoff_ms=100, max_backoff_ms=1_000, deadline_s=30.0)
+    policy = RetrySettings(initial_backoff_ms=100, max_backoff_ms=1_000, deadline_s=30.0)
     uuids = uuids_of(3)
 
     def api(unit: list[str], number: int) -> Outcome:

@@ -124,12 +124,20 @@ def test_two_daemons_rebalance_without_loss(
     messages = corpus(20_000, seed=3)
     positions = produce(kafka_bootstrap, topics["input"], messages)
     with running_fake_api("--token", TEST_TOKEN, "--latency-ms", "20") as api:
-        config = config_for(tmp_path, kafka_bootstrap, topics, api.url, batch__max_in_flight=2)
+        config = config_for(
+            tmp_path,
+            kafka_bootstrap,
+            topics,
+            api.url,
+            batch__max_in_flight=2,
+            lifecycle__revoke_timeout_s=2,
+        )
         with running_daemon(config, tmp_path / "a.log") as first:
             first.wait_ready()
             wait_for(lambda: first.metric("streamstop_results_total") > 1000, 60, "progress")
-            # Slow the API down so work is left for the second member when it joins.
-            api.set(latency_ms=500)
+            # Slow the API down so the first member cannot finish its revoked partitions
+            # within their revoke budget: work is left for the second one.
+            api.set(latency_ms=1500)
             with running_daemon(config, tmp_path / "b.log") as second:
                 # The second member joining forces a rebalance while the first is busy.
                 second.wait_ready()

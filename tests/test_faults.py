@@ -427,6 +427,12 @@ def test_poison_input_ends_invalid_while_running(
     assert invalid >= 200
     dlq = consume_all(kafka_bootstrap, topics["dlq"], invalid, timeout_s=30)
     assert len(dlq) == invalid
+    # Each copy carries the value as it came: a null value stays null, not empty.
+    by_source = {dict(copy.headers)["streamstop-source"]: copy.value for copy in dlq}
+    for message, (partition, offset) in zip(messages, positions, strict=True):
+        source = f"{topics['input']}/{partition}/{offset}".encode()
+        if source in by_source and len(message.value or b"") <= 512 * 1024:
+            assert by_source[source] == message.value
     assert_no_secret(daemon)
 
 

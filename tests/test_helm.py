@@ -85,12 +85,12 @@ def _pod_spec(objects: list[Manifest]) -> dict[str, Any]:
 
 
 def _toml(objects: list[Manifest]) -> str:
-    (text,) = [
+    texts: list[str] = [
         obj["data"]["streamstop.toml"]
         for obj in find(objects, "ConfigMap")
         if "streamstop.toml" in obj["data"]
     ]
-    assert isinstance(text, str)
+    (text,) = texts
     return text
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import orjson
 import pytest
 
-from streamstop.core.resolution import RetryPolicy
+from streamstop.config.models import RetrySettings
 from streamstop.core.results import Resolution, Status
 from streamstop.core.throttle import Throttle
 from streamstop.interpreter import Interpreter
@@ -55,7 +55,7 @@ def stopper_for(
         max_in_flight=2,
         max_batch_size=len(UUIDS),
         max_requests_per_second=0,
-        policy=RetryPolicy(initial_backoff_ms=10, max_backoff_ms=50, deadline_s=deadline_s),
+        policy=RetrySettings(initial_backoff_ms=10, max_backoff_ms=50, deadline_s=deadline_s),
         metrics=Metrics(),
     )
 

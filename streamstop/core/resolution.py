@@ -17,6 +17,7 @@ import enum
 import functools
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from streamstop.core.backoff import full_jitter_s
 from streamstop.core.breaker import RejectionBreaker
@@ -80,13 +81,18 @@ class Held:
 Outcome = Answered | Transient | Rejected | Held
 
 
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    """`retry.*` settings: backoff bounds in milliseconds, the deadline in seconds."""
+class RetryPolicy(Protocol):
+    """The `retry.*` settings a resolution follows (`config.RetrySettings` is one):
+    backoff bounds in milliseconds, the deadline in seconds."""
 
-    initial_backoff_ms: int
-    max_backoff_ms: int
-    deadline_s: float
+    @property
+    def initial_backoff_ms(self) -> int: ...
+
+    @property
+    def max_backoff_ms(self) -> int: ...
+
+    @property
+    def deadline_s(self) -> float: ...
 
 
 @dataclass(slots=True)
