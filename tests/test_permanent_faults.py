@@ -26,7 +26,7 @@ from kafkahelp import (
     produce,
     unique_name,
 )
-from scenario import check_results, config_for, corpus, topics_for, wait_committed
+from scenario import check_results, config_for, corpus, run_once_each, topics_for, wait_committed
 
 pytestmark = pytest.mark.kafka
 
@@ -52,16 +52,7 @@ def test_an_output_topic_with_a_small_message_limit_gets_every_result(
         Message(orjson.dumps({"messageUuid": str(uuid.uuid4()), "requestId": f"r{i}"}))
         for i in range(3_000)
     ]
-    positions = produce(kafka_bootstrap, topics["input"], messages)
-    with running_fake_api("--token", TEST_TOKEN) as api:
-        config = config_for(tmp_path, kafka_bootstrap, topics, api.url, batch__max_size=3000)
-        with running_daemon(config, tmp_path / "d.log") as daemon:
-            daemon.wait_ready()
-            wait_committed(kafka_bootstrap, topics, 120, "every record committed")
-            assert daemon.proc.poll() is None
-        results = consume_all(kafka_bootstrap, topics["output"], len(messages), timeout_s=60)
-    per_record = check_results(messages, positions, results, topics["input"])
-    assert set(per_record.values()) == {1}
+    run_once_each(kafka_bootstrap, topics, messages, tmp_path, batch__max_size=3000)
 
 
 @pytest.mark.parametrize("limit", [None, 65_536])
@@ -78,16 +69,7 @@ def test_a_result_too_large_for_its_topic_goes_without_its_copied_headers(
     big_headers = [("traceparent", b"00-abc-def-01"), ("blob", b"x" * 100_000)]
     big = Message(big_uuid.encode(), headers=big_headers, partition=0)
     messages = [*good[:100], big, *good[100:]]
-    positions = produce(kafka_bootstrap, topics["input"], messages)
-    with running_fake_api("--token", TEST_TOKEN) as api:
-        config = config_for(tmp_path, kafka_bootstrap, topics, api.url)
-        with running_daemon(config, tmp_path / "d.log") as daemon:
-            daemon.wait_ready()
-            wait_committed(kafka_bootstrap, topics, 120, "every record committed")
-            assert daemon.proc.poll() is None
-        results = consume_all(kafka_bootstrap, topics["output"], len(messages), timeout_s=60)
-    per_record = check_results(messages, positions, results, topics["input"])
-    assert set(per_record.values()) == {1}
+    _, results = run_once_each(kafka_bootstrap, topics, messages, tmp_path)
     (cut,) = [r for r in results if r.key == big_uuid.encode()]
     if limit is None:
         assert dict(cut.headers) == dict(big_headers)
@@ -105,17 +87,8 @@ def test_a_dlq_copy_too_large_for_its_topic_is_cut_to_fit(
     good = [Message(str(uuid.uuid4()).encode(), partition=0) for _ in range(200)]
     poison = Message(b"not a uuid " * 30_000, headers=[("blob", b"y" * 100_000)], partition=0)
     messages = [*good[:100], poison, *good[100:]]
-    positions = produce(kafka_bootstrap, topics["input"], messages)
-    with running_fake_api("--token", TEST_TOKEN) as api:
-        config = config_for(tmp_path, kafka_bootstrap, topics, api.url)
-        with running_daemon(config, tmp_path / "d.log") as daemon:
-            daemon.wait_ready()
-            wait_committed(kafka_bootstrap, topics, 120, "every record committed")
-            assert daemon.proc.poll() is None
-        results = consume_all(kafka_bootstrap, topics["output"], len(messages), timeout_s=60)
-        (copy,) = consume_all(kafka_bootstrap, topics["dlq"], 1, timeout_s=30)
-    per_record = check_results(messages, positions, results, topics["input"])
-    assert set(per_record.values()) == {1}
+    positions, _ = run_once_each(kafka_bootstrap, topics, messages, tmp_path)
+    (copy,) = consume_all(kafka_bootstrap, topics["dlq"], 1, timeout_s=30)
     assert header(copy, "streamstop-truncated") == b"true"
     assert header(copy, "streamstop-source") == f"{topics['input']}/0/{positions[100][1]}".encode()
     assert copy.value is not None
