@@ -9,6 +9,8 @@ client and HTTP → stop the health server, within `lifecycle.shutdown_timeout_s
 Kafka being unreachable, a topic missing, or Kafka refusing us is a hold, not an exit: not
 ready, one line when it starts and at most every 30 s, recovery without a restart. A
 signal is acted on within a second at every stage; a second one exits at once.
+
+Never: exit while Kafka is merely unavailable, or wait past a budget for a close step.
 """
 
 from __future__ import annotations

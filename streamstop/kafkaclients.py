@@ -4,6 +4,8 @@ Connection and security options (bootstrap servers, TLS, SASL, OAuth) are shared
 client, so the consumer, the producer and the admin client always reach the cluster the
 same way. Credentials are read again for every new connection: a rotated Secret (SASL
 password, CA, client certificate and key) reaches the next reconnect without a restart.
+
+Never: build a Kafka client anywhere else, or keep a secret it could read again.
 """
 
 from __future__ import annotations

@@ -5,6 +5,8 @@ admin client. Nothing here creates a topic by naming it: metadata is asked for e
 topic, as a request naming a missing one lets a broker with `auto.create.topics.enable`
 create it. The daemon's start-up check (`usable_topics`) and its record-size limits
 (`TopicLimits`) live here; the `streamstop topics` command is `topics_command.py`.
+
+Never: name a topic in a metadata request (that may create it), or alter one that exists.
 """
 
 from __future__ import annotations

@@ -7,6 +7,8 @@ copied (its own `streamstop-*` headers stay) and says so in `streamstop-truncate
 headers`; if that is not enough (a huge `requestId`), the `requestId` goes too. A DLQ copy
 is cut to fit: its value first, then the copied headers, marked `streamstop-truncated:
 true`. Pure: sizes are aiokafka's own upper bound for a one-record batch.
+
+Never: cut a result's own `streamstop-*` headers, or return a record still too large.
 """
 
 from __future__ import annotations
