@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import ssl
+import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -239,8 +240,21 @@ async def explain_failure(exc: BaseException, settings: Settings, timeout_s: flo
     reason. A broker's own error (authorization, say) is described as it is.
     """
     if isinstance(exc, KafkaConnectionError | TimeoutError | OSError):
+        handled = sys.exc_info()[1]  # what the caller is handling, if it calls from an except
         try:
             await probe(settings, timeout_s)
         except Exception as precise:  # the reason the servers give now
+            _detach(precise, handled)
             exc = precise
     return describe_kafka_problem(exc, settings)
+
+
+def _detach(exc: BaseException, handled: BaseException | None) -> None:
+    """Cut `exc`'s chain where Python linked the caller's own exception to it: the
+    explanation looks at causes, and the caller's generic failure is not one."""
+    node: BaseException | None = exc
+    while node is not None and handled is not None:
+        if node.__context__ is handled:
+            node.__context__ = None
+            return
+        node = node.__cause__ or node.__context__

@@ -21,8 +21,10 @@ from fakeapi_proc import running_fake_api
 from kafkahelp import (
     KafkaBroker,
     Message,
+    commit_offsets,
     consume_all,
     create_topic,
+    delete_records_before,
     kafka_sh,
     produce,
     topics_on,
@@ -298,3 +300,53 @@ def beginning_offset(bootstrap: str, topic: str) -> int:
             await consumer.stop()
 
     return blocking(first)()
+
+
+@pytest.mark.parametrize("reset", ["earliest", "latest"])
+def test_records_deleted_below_the_committed_offset_are_counted_and_the_rest_processed(
+    kafka_bootstrap: str, make_topic: Any, tmp_path: Path, reset: str
+) -> None:
+    # The group committed offset 0; records 0-4 were deleted (as retention would during
+    # a hold), 5-9 still exist and still need their results, whatever
+    # kafka.auto_offset_reset (where a *new* group starts) says.
+    topics = topics_for(make_topic, dlq=False)
+    topics["input"] = make_topic(1, "in")
+    messages = [Message(str(uuid.uuid4()).encode()) for _ in range(10)]
+    positions = produce(kafka_bootstrap, topics["input"], messages)
+    commit_offsets(kafka_bootstrap, topics["group"], topics["input"], {0: 0})
+    delete_records_before(kafka_bootstrap, topics["input"], 0, 5)
+    with running_fake_api("--token", TEST_TOKEN) as api:
+        config = config_for(
+            tmp_path, kafka_bootstrap, topics, api.url, kafka__auto_offset_reset=reset
+        )
+        with running_daemon(config, tmp_path / "d.log") as daemon:
+            daemon.wait_ready()
+            wait_committed(kafka_bootstrap, topics, 60, "what is left is processed")
+            (line,) = daemon.events("offset_reset")
+            assert (line["level"], line["offset"], line["cause"]) == ("error", 0, "records deleted")
+            resets = {"topic": topics["input"], "partition": "0"}
+            assert daemon.metric("streamstop_offset_resets_total", resets) == 1
+        results = consume_all(kafka_bootstrap, topics["output"], 5, timeout_s=30)
+    check_results(messages[5:], positions[5:], results, topics["input"])
+    assert len(results) == 5
+
+
+def test_a_huge_key_or_streamstop_header_never_stops_the_daemon(
+    kafka_bootstrap: str, make_topic: Any, tmp_path: Path
+) -> None:
+    # What the smaller forms cannot drop was a crash loop: a DLQ copy's key, and an input
+    # header that happens to be named like streamstop's own.
+    topics = topics_for(make_topic, dlq=False)
+    topics["output"] = make_topic(6, "out", SMALL_LIMIT)
+    topics["dlq"] = make_topic(1, "dlq", SMALL_LIMIT)
+    good = [Message(str(uuid.uuid4()).encode(), partition=0) for _ in range(100)]
+    keyed = Message(b"not a uuid", key=b"k" * 70_000, partition=0)
+    named_uuid = str(uuid.uuid4())
+    named = Message(named_uuid.encode(), headers=[("streamstop-x", b"h" * 70_000)], partition=0)
+    messages = [*good[:50], keyed, named, *good[50:]]
+    _, results = run_once_each(kafka_bootstrap, topics, messages, tmp_path)
+    (copy,) = consume_all(kafka_bootstrap, topics["dlq"], 1, timeout_s=30)
+    assert copy.key is None
+    assert header(copy, "streamstop-truncated") == b"true"
+    (result,) = [r for r in results if r.key == named_uuid.encode()]
+    assert dict(result.headers) == {"streamstop-truncated": b"headers,requestId"}
