@@ -36,6 +36,10 @@ class Phase(enum.Enum):
     REVOKED = "revoked"
 
 
+# Phases whose records are tracked for commits.
+_TRACKING = frozenset({Phase.CONSUMING, Phase.DRAINING})
+
+
 class Partition:
     """One assigned input partition: its phase, position and offset tracker."""
 
@@ -73,11 +77,6 @@ class Partition:
         """A record at `offset` was taken in."""
         self.tracker.add(offset)
         self.position = offset + 1
-
-    def finish(self, offset: int) -> None:
-        """The record at `offset` is done (its results are acknowledged)."""
-        if self.phase is Phase.CONSUMING or self.phase is Phase.DRAINING:
-            self.tracker.done(offset)
 
 
 class Received(NamedTuple):
@@ -174,9 +173,12 @@ class Assignment:
         return fresh
 
     def records_done(self, recs: Iterable[Pending]) -> None:
-        """Records whose results are acknowledged."""
+        """Records whose results are acknowledged (a revoked partition's are ignored:
+        its tracker is an orphan)."""
         for rec in recs:
-            rec.part.finish(rec.offset)
+            part = rec.part
+            if part.phase in _TRACKING:
+                part.tracker.done(rec.offset)
         self.progress.set()
 
     def uncommitted(self) -> int:

@@ -33,7 +33,7 @@ from aiokafka.errors import (
 )
 from aiokafka.producer.message_accumulator import BatchBuilder
 
-from streamstop.core.fit import DoesNotFit, Kind, fit, record_size
+from streamstop.core.fit import DoesNotFit, Kind, fit
 from streamstop.core.partition import partition_for_key
 from streamstop.metrics import Metrics
 
@@ -126,7 +126,9 @@ class Publisher:
     async def publish(self, messages: Sequence[OutMessage]) -> None:
         """Return once Kafka acknowledged every message whose owner is not revoked.
         Retries for as long as it takes (shutdown cancels)."""
-        todo = [message for message in messages if not _abandoned(message)]
+        todo = list(messages)
+        if any(owner is not None and owner.revoked for owner in {m.owner for m in todo}):
+            todo = [message for message in todo if not _abandoned(message)]
         attempt = 0
         while todo:
             await self._usable.wait()  # not while a producer is being replaced
@@ -218,11 +220,16 @@ class Publisher:
         producer = self._producer
         groups: dict[tuple[str, int], list[OutMessage]] = {}
         failed: list[Failure] = []
-        for message in messages:
+        counts: dict[str, int | KafkaError] = {}
+        for topic in {message.topic for message in messages}:
             try:
-                count = await self._partition_count(producer, message.topic)
+                counts[topic] = await self._partition_count(producer, topic)
             except KafkaError as exc:
-                failed.append(Failure(message, exc, 0))
+                counts[topic] = exc
+        for message in messages:
+            count = counts[message.topic]
+            if isinstance(count, KafkaError):
+                failed.append(Failure(message, count, 0))
                 continue
             if message.key is None:
                 self._round_robin += 1
@@ -263,30 +270,41 @@ class Publisher:
     def _batches(
         self, group: list[OutMessage], limit: int, unfit: list[Failure]
     ) -> Iterator[tuple[list[OutMessage], BatchBuilder]]:
-        """Split one partition's messages into record batches of at most `limit` bytes;
-        a message that would not fit even alone is cut to fit first (one that cannot be
+        """Split one partition's messages into record batches of at most `limit` bytes.
+        A batch takes its first record whatever its size, so only a first record can
+        overflow: then it is cut to fit and its batch started again (one that cannot be
         cut small enough goes to `unfit`: the topic's limit is below any record)."""
         size = min(limit, MAX_BATCH_BYTES)
         batch = BatchBuilder(size, 0)
         chunk: list[OutMessage] = []
         for message in group:
-            headers = list(message.headers)
-            if record_size(message.key, message.value, headers) > limit:
+            appended = batch.append(
+                timestamp=None, key=message.key, value=message.value, headers=list(message.headers)
+            )
+            if appended is None:
+                # Full (and closed by aiokafka): this message opens the next one.
+                yield chunk, batch
+                batch, chunk = BatchBuilder(size, 0), []
+                appended = batch.append(
+                    timestamp=None,
+                    key=message.key,
+                    value=message.value,
+                    headers=list(message.headers),
+                )
+            if not chunk and batch.size() > limit:
                 try:
                     message = fitted(message, limit)
                 except DoesNotFit as exc:
                     unfit.append(Failure(message, exc, limit + 1))
+                    batch = BatchBuilder(size, 0)
                     continue
-                headers = list(message.headers)
-            if (
-                batch.append(timestamp=None, key=message.key, value=message.value, headers=headers)
-                is None
-            ):
-                # Full (and closed by aiokafka): this message opens the next one. The
-                # first record of a batch is always taken, and it fits (checked above).
-                yield chunk, batch
-                batch, chunk = BatchBuilder(size, 0), []
-                batch.append(timestamp=None, key=message.key, value=message.value, headers=headers)
+                batch = BatchBuilder(size, 0)
+                batch.append(
+                    timestamp=None,
+                    key=message.key,
+                    value=message.value,
+                    headers=list(message.headers),
+                )
             chunk.append(message)
         # Closed batches are sent at once: nothing else will be added to them, so
         # waiting out the producer's linger_ms would only add latency.

@@ -15,7 +15,7 @@ import asyncio
 import collections
 import itertools
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
 import structlog
@@ -24,7 +24,7 @@ from streamstop.core.batcher import Batch
 from streamstop.core.fit import Kind
 from streamstop.core.results import Resolution, Status, build_result, format_timestamp
 from streamstop.metrics import Metrics
-from streamstop.partitions import Assignment, Partition, Pending
+from streamstop.partitions import Assignment, Partition, Pending, Phase
 from streamstop.permits import PrioritySemaphore
 from streamstop.publisher import OutMessage, Publisher
 
@@ -98,7 +98,8 @@ class ResultWriter:
             while chunk := list(itertools.islice(items, PUBLISH_SLICE)):
                 await self._slices.acquire(seq)
                 try:
-                    results = self._results(_waiting(chunk, batch, batch_id), batch_id)
+                    waiting = ((u, res, batch.records_for(u)) for u, res in chunk)
+                    results = self._results(waiting, batch_id)
                 except BaseException:
                     self._slices.release()
                     raise
@@ -111,7 +112,7 @@ class ResultWriter:
 
     async def write_local(self, answers: Sequence[LocalAnswer]) -> None:
         """Publish the results (and DLQ copies) of records answered without the API."""
-        results = self._results(((a.uuid, a.resolution, a.rec) for a in answers), None)
+        results = self._results(((a.uuid, a.resolution, (a.rec,)) for a in answers), None)
         copies = [a.dlq for a in answers if a.dlq is not None and not a.rec.part.revoked]
         results.messages.extend(copies)
         try:
@@ -144,34 +145,39 @@ class ResultWriter:
 
     def _results(
         self,
-        answered: Iterable[tuple[str | None, Resolution, Pending]],
+        answered: Iterable[tuple[str | None, Resolution, Sequence[Pending]]],
         batch_id: str | None,
     ) -> Results:
-        """Result events for `(uuid, resolution, record)`; none for a revoked partition."""
+        """Result events for each `(uuid, resolution, records waiting for it)`; none for a
+        record of a revoked partition. Per uuid what can be, per record only the rest."""
         completed = format_timestamp(time.time())
         output = self._output
+        revoked = Phase.REVOKED
         messages: list[OutMessage] = []
         recs: list[Pending] = []
         statuses: collections.Counter[str] = collections.Counter()
-        for uuid, resolution, rec in answered:
-            part = rec.part
-            if part.revoked:
-                continue
-            value = build_result(
-                uuid=uuid,
-                resolution=resolution,
-                request_id=rec.request_id,
-                topic=part.tp.topic,
-                partition=part.tp.partition,
-                offset=rec.offset,
-                batch_id=batch_id,
-                received_at=rec.received.text,
-                completed_at=completed,
-            )
+        for uuid, resolution, waiting in answered:
+            if not waiting and batch_id is not None:  # answered twice, or never asked: a bug
+                log.error("answer_without_records", batch_id=batch_id)
             key = uuid.encode() if uuid is not None else None
-            messages.append(OutMessage(output, key, value, rec.headers, Kind.RESULT, part))
-            recs.append(rec)
-            statuses[resolution.status] += 1
+            for rec in waiting:
+                part = rec.part
+                if part.phase is revoked:
+                    continue
+                value = build_result(
+                    uuid=uuid,
+                    resolution=resolution,
+                    request_id=rec.request_id,
+                    topic=part.tp.topic,
+                    partition=part.tp.partition,
+                    offset=rec.offset,
+                    batch_id=batch_id,
+                    received_at=rec.received.text,
+                    completed_at=completed,
+                )
+                messages.append(OutMessage(output, key, value, rec.headers, Kind.RESULT, part))
+                recs.append(rec)
+            statuses[resolution.status] += len(waiting)
         return Results(messages, recs, statuses)
 
     async def _publish(
@@ -195,18 +201,6 @@ class ResultWriter:
 
     def _release_slice(self, _: asyncio.Task[None]) -> None:
         self._slices.release()
-
-
-def _waiting(
-    chunk: list[tuple[str, Resolution]], batch: Batch[Pending], batch_id: str
-) -> Iterator[tuple[str, Resolution, Pending]]:
-    """Every record waiting for each answered uuid."""
-    for uuid, resolution in chunk:
-        waiting = batch.records_for(uuid)
-        if not waiting:  # answered twice, or never asked: a bug, not a record
-            log.error("answer_without_records", batch_id=batch_id)
-        for rec in waiting:
-            yield uuid, resolution, rec
 
 
 def _size(message: OutMessage | None) -> int:

@@ -99,7 +99,7 @@ class Limits:
         self.limits[topic] = self.on_topic.get(topic, self.limits[topic])
 
 
-@dataclass
+@dataclass(eq=False)  # hashed by identity, as a partition is
 class Owner:
     revoked: bool = False
 

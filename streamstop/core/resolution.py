@@ -181,11 +181,18 @@ class BatchResolution:
             self._breaker.on_accepted()
             attempts = self._attempts
             dropped = self._dropped
-            step.resolved = {
-                uuid: resolution_for_code(code, attempts[uuid])
-                for uuid, code in outcome.codes.items()
-                if uuid not in dropped
-            }
+            step.resolved = (
+                {
+                    uuid: resolution_for_code(code, attempts[uuid])
+                    for uuid, code in outcome.codes.items()
+                    if uuid not in dropped
+                }
+                if dropped
+                else {
+                    uuid: resolution_for_code(code, attempts[uuid])
+                    for uuid, code in outcome.codes.items()
+                }
+            )
             self._unit = outcome.missing
             if self._unit:
                 self._retry(step, Cause.MISSING, "missing from the response", now, held_s)
