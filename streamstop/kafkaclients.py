@@ -207,6 +207,8 @@ def make_redrive_consumer(settings: Settings, group_id: str) -> AIOKafkaConsumer
         # Positions are set by seeking; a position whose records were deleted meanwhile
         # (retention) goes on from the oldest one left.
         auto_offset_reset="earliest",
+        # A second redrive joining is noticed within a second: this one commits and stops.
+        heartbeat_interval_ms=1000,
     )
 
 

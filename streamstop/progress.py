@@ -15,6 +15,7 @@ from typing import TextIO
 _REDRAW_S = 0.1  # at most ten redraws a second
 _BAR_CELLS = 30
 _MIN_BAR_CELLS = 10
+_BAR_FRAME = len("100% || ")
 _CLEAR_TO_END = "\x1b[K"
 
 
@@ -72,16 +73,15 @@ class Progress:
 
     def bar(self, done: int, counters: Sequence[tuple[str, int]], at: float, width: int) -> str:
         """The terminal form, at most `width` characters, the bar taking what the text
-        leaves: `42% |#####     | 4,200/10,000  ETA 0:05  2,000/s  800 chosen ...`."""
+        leaves (the rate goes first when the terminal is narrow):
+        `42% |#####     | 4,200/10,000  ETA 0:05  2,000/s  800 chosen ...`."""
         share = done / self._total if self._total else 1.0
-        text = "  ".join(
-            [
-                f"{done:,}/{self._total:,}",
-                *self._pace(done, at)[::-1],
-                *(f"{value:,} {name}" for name, value in counters),
-            ]
-        )
-        cells = max(_MIN_BAR_CELLS, min(_BAR_CELLS, width - len(text) - 8))
+        rate, eta = self._pace(done, at)
+        counted = [f"{value:,} {name}" for name, value in counters]
+        text = "  ".join([f"{done:,}/{self._total:,}", eta, rate, *counted])
+        if len(text) + _BAR_FRAME + _MIN_BAR_CELLS > width:
+            text = "  ".join([f"{done:,}/{self._total:,}", eta, *counted])
+        cells = max(_MIN_BAR_CELLS, min(_BAR_CELLS, width - len(text) - _BAR_FRAME))
         filled = round(share * cells)
         return f"{share:4.0%} |{'#' * filled}{' ' * (cells - filled)}| {text}"[:width]
 

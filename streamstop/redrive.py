@@ -29,7 +29,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
-from aiokafka.errors import KafkaError, for_code
+from aiokafka.errors import CommitFailedError, KafkaError, for_code
 
 from streamstop.config import Settings
 from streamstop.core.redrive import Chosen, SeenSources, Selection, Skipped, choose, request_for
@@ -465,9 +465,16 @@ class Redrive:
         topic = self._settings.kafka.output_topic
         # A resumed job reads again what lies below its commit: never move that back.
         done = {p: max(self._positions[p], self._resume_at[p]) for p in self._job.spans}
-        await self._consumer.commit(
-            {TopicPartition(topic, p): (o, self._job.metadata(p)) for p, o in done.items()}
-        )
+        try:
+            await self._consumer.commit(
+                {TopicPartition(topic, p): (o, self._job.metadata(p)) for p, o in done.items()}
+            )
+        except CommitFailedError:
+            # The group moved on without this member (a session that timed out): another
+            # member may own the partitions now. Stop; what was committed stays saved.
+            self._superseded = True
+            self._stop.set()
+            return
         self._saved = done
         self._last_commit = time.monotonic()
 

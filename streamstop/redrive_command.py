@@ -252,7 +252,8 @@ def render(outcome: Outcome, request: RedriveRequest, kafka: KafkaSettings) -> s
     head = {
         Ending.FINISHED: "done",
         Ending.INTERRUPTED: "interrupted",
-        Ending.SUPERSEDED: "stopped: another streamstop redrive joined its consumer group",
+        Ending.SUPERSEDED: "stopped: another member took over its consumer group (a second "
+        "redrive, or this one lost its session)",
     }[outcome.ending]
     if request.dry_run:
         head += " (dry run: nothing sent, no progress saved)"
@@ -297,7 +298,8 @@ def render(outcome: Outcome, request: RedriveRequest, kafka: KafkaSettings) -> s
 
 
 def _by_status(counts: Counter[Status]) -> str:
-    return ", ".join(f"{status} {count:,}" for status, count in counts.most_common())
+    ordered = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    return ", ".join(f"{status} {count:,}" for status, count in ordered)
 
 
 def _utc(ms: int | None, open_end: str) -> str:

@@ -94,3 +94,20 @@ def test_an_empty_job_is_done_and_an_unknown_pace_has_no_eta() -> None:
     assert empty.line(0, [], clock.now) == "r: 0 of 0 read (100%), 0/s, ETA --:--"
     clock.now += 3_600 * 2
     assert progress.line(1, [], clock.now).endswith("ETA 19998:00:00")
+
+
+def test_on_a_narrow_terminal_the_rate_goes_before_the_counters() -> None:
+    clock = Clock()
+    progress = Progress(
+        io.StringIO(), 1_000_000, label="redrive", unit="read", every_s=None, clock=clock
+    )
+    clock.now += 10.0
+    counters = [("chosen", 250_000), ("published", 250_000)]
+
+    wide = progress.bar(500_000, counters, clock.now, 119)
+    narrow = progress.bar(500_000, counters, clock.now, 85)
+
+    assert "50,000/s" in wide
+    assert "50,000/s" not in narrow
+    assert narrow.endswith("500,000/1,000,000  ETA 0:10  250,000 chosen  250,000 published")
+    assert len(narrow) <= 85
