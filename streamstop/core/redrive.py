@@ -194,7 +194,7 @@ def _origin(headers: Headers) -> str | None:
 
 class SeenSources:
     """Source records already sent again in this run (set of offsets per topic and
-    partition: about 60 bytes per record)."""
+    partition: about 80 bytes per record)."""
 
     def __init__(self) -> None:
         self._offsets: dict[tuple[str, int], set[int]] = {}
