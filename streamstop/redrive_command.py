@@ -56,7 +56,8 @@ the uuid, value {{"messageUuid", "requestId"}}, with the result's copied headers
 streamstop-redrive-of: topic/partition/offset of the original input record. Results of \
 its own requests are not read (each run reads up to where results ended when it began). \
 Progress is saved in consumer group <kafka.group_id>{GROUP_SUFFIX}: stopped with Ctrl-C, \
-the same command resumes where it stopped."""
+the same command resumes where it stopped; once finished, the same command reads only the \
+results written since. Other flags are refused while a redrive is unfinished (--restart)."""
 
 EXAMPLES = """\
 examples:
@@ -187,7 +188,7 @@ async def _redrive(settings: Settings, request: RedriveRequest, every_s: float |
     def progress(total: int) -> Progress:
         return Progress(sys.stderr, total, label=_PROG, unit="results read", every_s=every_s)
 
-    redrive = Redrive(settings, request, progress, lambda line: _error(line))
+    redrive = Redrive(settings, request, progress, _error)
     signals = _Signals(redrive)
     try:
         with aiokafka_quiet():
