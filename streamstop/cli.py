@@ -1,4 +1,4 @@
-"""Command line: `streamstop run | check-config | topics | fake-api`, and `--version`.
+"""Command line: `streamstop run | check-config | topics | redrive | fake-api`, and `--version`.
 
 Every command's `--help` says where the configuration comes from, how the environment
 overrides it, what the exit codes mean and where the docs are, so a first user needs
@@ -16,7 +16,14 @@ import sys
 from collections.abc import Sequence
 
 from streamstop import __version__
-from streamstop.exitcodes import EXIT_CONFIG, EXIT_FAILURE, EXIT_KAFKA, EXIT_OK
+from streamstop.exitcodes import (
+    EXIT_BUSY,
+    EXIT_CONFIG,
+    EXIT_FAILURE,
+    EXIT_INTERRUPTED,
+    EXIT_KAFKA,
+    EXIT_OK,
+)
 
 DOCS_URL = "https://github.com/streamstop/streamstop/tree/main/docs"
 
@@ -65,6 +72,17 @@ TOPICS_EXITS = _exit_codes(
     (EXIT_OK, "every topic exists and streamstop can use it (warnings may be printed)"),
     (EXIT_CONFIG, "a topic is missing or unusable as configured, or a configuration error"),
     (EXIT_KAFKA, "Kafka unreachable, or it refused (authentication, authorization, timeout)"),
+)
+REDRIVE_EXITS = _exit_codes(
+    (EXIT_OK, "done: every chosen result's request published and acknowledged (or a dry run)"),
+    (EXIT_FAILURE, "internal fatal error, or a second Ctrl-C while stopping"),
+    (
+        EXIT_CONFIG,
+        "bad flags or configuration, a topic missing, or an unfinished redrive with other flags",
+    ),
+    (EXIT_KAFKA, "Kafka unreachable, or it refused (authentication, authorization, timeout)"),
+    (EXIT_BUSY, "another streamstop redrive runs in the same consumer group"),
+    (EXIT_INTERRUPTED, "stopped by Ctrl-C or SIGTERM: progress saved, run it again to go on"),
 )
 FAKE_API_EXITS = _exit_codes(
     (EXIT_OK, "stopped by SIGTERM or SIGINT"),
@@ -128,6 +146,19 @@ def _build_parser() -> argparse.ArgumentParser:
         formatter_class=_Formatter,
     )
     add_topics_arguments(topics, _epilog(TOPICS_EXITS), _Formatter)
+
+    from streamstop.redrive_command import DESCRIPTION as REDRIVE_DESCRIPTION
+    from streamstop.redrive_command import EXAMPLES as REDRIVE_EXAMPLES
+    from streamstop.redrive_command import add_arguments as add_redrive_arguments
+
+    redrive = commands.add_parser(
+        "redrive",
+        help="publish again the cancel requests behind failed (or other chosen) results",
+        description=REDRIVE_DESCRIPTION,
+        epilog=REDRIVE_EXAMPLES + "\n" + _epilog(REDRIVE_EXITS),
+        formatter_class=_Formatter,
+    )
+    add_redrive_arguments(redrive)
 
     from streamstop.fakeapi import add_arguments as add_fake_arguments
 
@@ -206,6 +237,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
     if args.command == "run":
         return _run(args.config)
+    if args.command == "redrive":
+        from streamstop.redrive_command import main as redrive_main
+
+        return redrive_main(args)
     if args.command == "fake-api":
         from streamstop.fakeapi import main as fake_main
 

@@ -10,10 +10,12 @@ Never: build a Kafka client anywhere else, or keep a secret it could read again.
 
 from __future__ import annotations
 
+import logging
 import os
 import ssl
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import structlog
@@ -163,7 +165,8 @@ def _build(factory: Callable[..., Client], settings: Settings, **options: Any) -
 
 
 def make_producer(settings: Settings) -> AIOKafkaProducer:
-    """The idempotent producer of results and DLQ copies (acks=all)."""
+    """The idempotent producer (acks=all) of results and DLQ copies, and of the requests
+    `streamstop redrive` publishes again."""
     return _build(
         AIOKafkaProducer,
         settings,
@@ -192,6 +195,23 @@ def make_consumer(settings: Settings) -> AIOKafkaConsumer:
         # Prefetched data waits in memory while partitions are paused: 256 KiB per
         # partition (~2,500 cancel events) keeps up and keeps memory flat.
         max_partition_fetch_bytes=256 * 1024,
+    )
+
+
+def make_redrive_consumer(settings: Settings, group_id: str) -> AIOKafkaConsumer:
+    """`streamstop redrive`'s reader of the output topic: results of committed
+    transactions only; its progress is committed by hand in `group_id`."""
+    return _build(
+        AIOKafkaConsumer,
+        settings,
+        group_id=group_id,
+        isolation_level="read_committed",
+        enable_auto_commit=False,
+        # Positions are set by seeking; a position whose records were deleted meanwhile
+        # (retention) goes on from the oldest one left.
+        auto_offset_reset="earliest",
+        # A second redrive joining is noticed within a second: this one commits and stops.
+        heartbeat_interval_ms=1000,
     )
 
 
@@ -258,3 +278,16 @@ def _detach(exc: BaseException, handled: BaseException | None) -> None:
             node.__context__ = None
             return
         node = node.__cause__ or node.__context__
+
+
+@contextmanager
+def aiokafka_quiet() -> Iterator[None]:
+    """For commands with their own report: aiokafka's lines stay off their output (the
+    command's one line says why a step failed)."""
+    logger = logging.getLogger("aiokafka")
+    saved = logger.propagate, logger.level
+    logger.propagate, logger.level = False, logging.CRITICAL
+    try:
+        yield
+    finally:
+        logger.propagate, logger.level = saved

@@ -10,17 +10,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 from aiokafka.errors import KafkaError
 
 from streamstop.config import ConfigError, Settings, load
 from streamstop.core.topicrules import Role, has_problems
 from streamstop.exitcodes import EXIT_CONFIG, EXIT_KAFKA, EXIT_OK
-from streamstop.kafkaclients import explain_failure, make_admin
+from streamstop.kafkaclients import aiokafka_quiet, explain_failure, make_admin
 from streamstop.topics import (
     CreateRequest,
     KafkaRefused,
@@ -135,7 +132,7 @@ def main(args: argparse.Namespace) -> int:
 async def _run(
     settings: Settings, request: CreateRequest | None, timeout_s: float
 ) -> list[TopicReport]:
-    with _aiokafka_quiet():
+    with aiokafka_quiet():
         admin = make_admin(settings)
         try:
             async with asyncio.timeout(timeout_s):
@@ -154,18 +151,6 @@ async def _run(
     return [
         TopicReport(r.role, r.name, r.described, r.findings, r.name in created) for r in reports
     ]
-
-
-@contextmanager
-def _aiokafka_quiet() -> Iterator[None]:
-    """aiokafka's own lines stay off the command's output: its one line says why."""
-    logger = logging.getLogger("aiokafka")
-    saved = logger.propagate, logger.level
-    logger.propagate, logger.level = False, logging.CRITICAL
-    try:
-        yield
-    finally:
-        logger.propagate, logger.level = saved
 
 
 def render_reports(reports: list[TopicReport]) -> str:

@@ -370,6 +370,22 @@ class _Batches:
         return [positions[i] for i in range(len(positions))]
 
 
+async def publish_aborted_async(
+    bootstrap: str, topic: str, key: bytes, value: bytes, partition: int | None = None
+) -> None:
+    """Write one record in a transaction that is then aborted (read_committed never sees it)."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, transactional_id=unique_name("aborted")
+    )
+    await producer.start()
+    try:
+        await producer.begin_transaction()
+        await producer.send_and_wait(topic, value, key=key, partition=partition)
+        await producer.abort_transaction()
+    finally:
+        await producer.stop()
+
+
 async def consume_all_async(
     bootstrap: str,
     topic: str,
@@ -513,6 +529,7 @@ delete_records_before = blocking(delete_records_before_async)
 delete_topics = blocking(delete_topics_async)
 produce = blocking(produce_async)
 produce_bad_header = blocking(produce_bad_header_async)
+publish_aborted = blocking(publish_aborted_async)
 consume_all = blocking(consume_all_async)
 end_offsets = blocking(end_offsets_async)
 committed_offsets = blocking(committed_offsets_async)

@@ -28,8 +28,9 @@ TOKEN = "cli-T0ken-DISTINCTIVE"
         (("topics",), (0, 2, 3)),
         (("topics", "create"), (0, 2, 3)),
         (("topics", "check"), (0, 2, 3)),
+        (("redrive",), (0, 1, 2, 3, 4, 130)),
     ],
-    ids=["run", "check-config", "topics", "topics-create", "topics-check"],
+    ids=["run", "check-config", "topics", "topics-create", "topics-check", "redrive"],
 )
 def test_help_teaches_lookup_environment_exit_codes_and_docs(
     tmp_path: Path, command: tuple[str, ...], exit_codes: tuple[int, ...]

@@ -14,11 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaProducer
 from contract import INPUT_EVENT, RESULT_EVENT, problem
 from daemon_proc import TEST_TOKEN, running_daemon, wait_for
 from fakeapi_proc import running_fake_api
-from kafkahelp import Message, blocking, consume_all, lag, produce
+from kafkahelp import Message, consume_all, lag, produce, publish_aborted
 from scenario import config_for, topics_for, wait_committed
 
 from streamstop.core.decode import Decoded, decode_value
@@ -73,21 +72,6 @@ def running_consumer(
             if proc.poll() is None:
                 proc.kill()
                 proc.wait(10)
-
-
-@blocking
-async def publish_aborted(bootstrap: str, topic: str, key: bytes, value: bytes) -> None:
-    """Write one record in a transaction that is then aborted."""
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, transactional_id=f"examples-{uuid.uuid4().hex[:8]}"
-    )
-    await producer.start()
-    try:
-        await producer.begin_transaction()
-        await producer.send_and_wait(topic, value, key=key)
-        await producer.abort_transaction()
-    finally:
-        await producer.stop()
 
 
 def test_the_producer_refuses_malformed_uuids_and_sends_nothing(

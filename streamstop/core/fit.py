@@ -37,7 +37,9 @@ class DoesNotFit(ValueError):
     """Nothing left to cut: the topic's limit is below any record streamstop writes."""
 
 
-def record_size(key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]) -> int:
+def record_size(
+    key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes | None]]
+) -> int:
     """An upper bound of the size of a record batch holding only this record."""
     return int(DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, headers))
 
