@@ -39,6 +39,7 @@ from streamstop.metrics import Metrics
 from streamstop.partitions import Assignment
 from streamstop.pipeline import Pipeline
 from streamstop.publisher import Publisher
+from streamstop.ratebudget import RateShare
 from streamstop.rebalance import RebalanceListener
 from streamstop.stopclient import StopClient
 from streamstop.stopper import Stopper
@@ -192,6 +193,14 @@ class Daemon:
             drain=pipeline.drain,
             position=pipeline.position,
             revoke_timeout_s=settings.lifecycle.revoke_timeout_s,
+            rate_share=RateShare(
+                stopper.throttle,
+                admin,
+                kafka.input_topic,
+                budget=api.max_requests_per_second,
+                scope=api.rate_scope,
+                partitions=topics[kafka.input_topic].partitions,
+            ).assigned,
         )
         consumer.subscribe([kafka.input_topic], listener=listener)
         tasks = [
