@@ -286,6 +286,8 @@ class ObservabilitySettings(BaseModel):
     log_format: Annotated[Literal["json", "console"], BeforeValidator(_lower)] = "json"
     # 0 picks a free port, so tests can run several daemons side by side.
     http_port: int = Field(default=9090, ge=0, le=65535)
+    # otlp: OpenTelemetry spans over OTLP/HTTP, configured by the OTEL_* variables.
+    tracing: Annotated[Literal["off", "otlp"], BeforeValidator(_lower)] = "off"
 
 
 class LifecycleSettings(BaseModel):
