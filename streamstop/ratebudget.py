@@ -8,6 +8,9 @@ new ones, so the shares in force never add up to more than the whole budget; a m
 with no partitions, starting up or between generations, starts no request. With `pod`
 (the old meaning) each process has the whole budget. A Retry-After still holds only the
 process that got it (`core/throttle.py`).
+
+Never: give a member more than its partitions' share in group scope, or hold up a
+rebalance longer than one short describe of the input topic.
 """
 
 from __future__ import annotations

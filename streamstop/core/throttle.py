@@ -5,6 +5,9 @@ when the cap is the consumer group's: `set_share`), the API's "slow down" answer
 (429/503 and Retry-After, which hold back every request of this process, not only the one
 that got it), a run of transient failures, and slow probing while the API reports a
 configuration error. Pure: the caller passes the time in and sleeps until `next_start`.
+
+Never: start requests faster than the rate cap (or this process's share of it), or
+before a Retry-After has passed.
 """
 
 from __future__ import annotations

@@ -4,6 +4,8 @@ Nothing here imports OpenTelemetry: with tracing `off` the SDK (an optional extr
 `streamstop[tracing]`) is never loaded, and the shell holds None instead of a `Tracing`.
 With `otlp`, `otlp.py` makes the spans and exports them over OTLP/HTTP, configured by the
 standard `OTEL_*` variables (endpoint, headers, sampler, batch sizes, service name).
+
+Never: import OpenTelemetry while tracing is off.
 """
 
 from __future__ import annotations

@@ -12,6 +12,9 @@
   first `MAX_LINKS` results' spans.
 Log lines written inside a request or publish span carry its `trace_id` and `span_id`.
 Sampling follows `OTEL_TRACES_SAMPLER` (by default the input's own sampling decision).
+
+Never: block the event loop on the exporter, or change a result of an input without a
+valid trace context.
 """
 
 from __future__ import annotations
