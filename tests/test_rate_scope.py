@@ -3,7 +3,9 @@ the shares together never start more requests than the group's budget."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import time
 from typing import Any
 
 import pytest
@@ -16,6 +18,7 @@ from hypothesis import strategies as st
 from streamstop.config import Settings
 from streamstop.core.throttle import Throttle
 from streamstop.ratebudget import RateShare
+from streamstop.topics import describe_topics
 
 
 def throttle(rps: float) -> Throttle:
@@ -153,6 +156,10 @@ async def test_a_member_takes_the_share_of_its_partitions_and_follows_added_ones
         await share.assigned(tps(topic, 0, 1))
         assert pace_of(pacer) == pytest.approx(1 / (20 * 2 / 6))
         await admin.create_partitions({topic: NewPartitions(total_count=12)})
+        deadline = time.monotonic() + 30
+        while (await describe_topics(admin, [topic]))[topic].partitions != 12:
+            assert time.monotonic() < deadline, "the new partitions never showed"
+            await asyncio.sleep(0.1)  # metadata follows the change a moment later
         await share.assigned(tps(topic, 0, 1))  # the rebalance that follows
         assert pace_of(pacer) == pytest.approx(1 / (20 * 2 / 12))
         await share.assigned(set())
