@@ -19,7 +19,7 @@ CACHE := $(or $(STREAMSTOP_CACHE),$(HOME)/.cache/streamstop)
 DURATIONS ?= 15
 
 .PHONY: venv lock lock-check sbom kafka-fetch kafka-up kafka-down helm-fetch promtool-fetch \
-	asyncapi-fetch lint typecheck test demo bench clean clean-cache
+	asyncapi-fetch otelcol-fetch lint typecheck test demo bench clean clean-cache
 
 $(UV): requirements/uv.txt
 	rm -rf $(TOOLS)
@@ -64,6 +64,10 @@ promtool-fetch:
 asyncapi-fetch:
 	scripts/asyncapi.sh fetch
 
+# An OpenTelemetry Collector, the OTLP receiver of tests/test_tracing_daemon.py (built once).
+otelcol-fetch:
+	scripts/otelcol.sh >/dev/null
+
 lint: venv
 	$(BIN)/ruff check streamstop tests scripts benchmarks examples
 	$(BIN)/ruff format --check streamstop tests scripts benchmarks examples
@@ -72,7 +76,7 @@ lint: venv
 typecheck: venv
 	$(BIN)/mypy
 
-test: venv kafka-fetch helm-fetch promtool-fetch asyncapi-fetch lint typecheck
+test: venv kafka-fetch helm-fetch promtool-fetch asyncapi-fetch otelcol-fetch lint typecheck
 	$(BIN)/pytest -q --durations=$(DURATIONS)
 
 # `make demo SECURE=1`: the daemon logs in over SASL_SSL (SCRAM-SHA-512) to a secured broker.

@@ -18,7 +18,7 @@ readonly UV
 
 # requirements/NAME.txt and the `uv export` selection it holds.
 readonly -A EXPORTS=(
-    [runtime]="--no-default-groups"
+    [runtime]="--no-default-groups --extra tracing"
     [build]="--only-group build"
     [uv]="--only-group uv"
 )

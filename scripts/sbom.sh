@@ -30,7 +30,7 @@ main() {
     tmp=$(mktemp -d)
     # shellcheck disable=SC2064  # expand now: $tmp is local
     trap "rm -rf '$tmp'" EXIT
-    UV_PROJECT_ENVIRONMENT="$tmp/env" "$UV" sync --quiet --frozen --no-default-groups \
+    UV_PROJECT_ENVIRONMENT="$tmp/env" "$UV" sync --quiet --frozen --no-default-groups --extra tracing \
         --no-install-project
     # The version is dynamic (hatch reads streamstop/__init__.py); the SBOM's root component
     # needs it written out, so cyclonedx-py reads a copy of pyproject.toml that has it.

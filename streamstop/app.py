@@ -41,10 +41,12 @@ from streamstop.metrics import Metrics
 from streamstop.partitions import Assignment
 from streamstop.pipeline import Pipeline
 from streamstop.publisher import Publisher
+from streamstop.ratebudget import RateShare
 from streamstop.rebalance import RebalanceListener
 from streamstop.stopclient import StopClient
 from streamstop.stopper import Stopper
 from streamstop.topics import TopicLimits, TopicMissing, usable_topics
+from streamstop.tracing import start_tracing
 from streamstop.writer import ResultWriter
 
 log = structlog.get_logger("streamstop.app")
@@ -128,6 +130,9 @@ class Daemon:
     async def _run(self, stack: contextlib.AsyncExitStack) -> int:
         settings = self.settings
         kafka = settings.kafka
+        tracing = start_tracing(settings.observability.tracing)
+        if tracing is not None:
+            self._closing(stack, tracing.shutdown)  # closed last: exports the last spans
         health = HealthServer(
             settings.observability.http_port,
             self.metrics,
@@ -161,6 +166,7 @@ class Daemon:
             max_requests_per_second=api.max_requests_per_second,
             policy=settings.retry,
             metrics=self.metrics,
+            tracing=tracing,
         )
 
         admin = make_admin(settings)
@@ -168,7 +174,7 @@ class Daemon:
         self._closing(stack, admin.close)
         # Checked before any client names them; a compacted output topic is exit 2.
         topics = await self._until_usable(lambda: usable_topics(admin, settings), "checking topics")
-        publisher = Publisher(
+        publisher = (Publisher if tracing is None else tracing.publisher)(
             lambda: make_producer(settings), TopicLimits(admin, topics), self.metrics
         )
         await self._until_usable(publisher.start, "starting the producer")
@@ -183,6 +189,7 @@ class Daemon:
             self.metrics,
             output_topic=kafka.output_topic,
             dlq_topic=kafka.dlq_topic,
+            tracing=tracing,
         )
         pipeline = Pipeline(settings, consumer, assignment, stopper, writer, self.metrics)
         committer = Committer(consumer, assignment, self.metrics)
@@ -194,6 +201,14 @@ class Daemon:
             drain=pipeline.drain,
             position=pipeline.position,
             revoke_timeout_s=settings.lifecycle.revoke_timeout_s,
+            rate_share=RateShare(
+                stopper.throttle,
+                admin,
+                kafka.input_topic,
+                budget=api.max_requests_per_second,
+                scope=api.rate_scope,
+                partitions=topics[kafka.input_topic].partitions,
+            ).assigned,
         )
         consumer.subscribe([kafka.input_topic], listener=listener)
         lag = LagMonitor(consumer, assignment, self.metrics)

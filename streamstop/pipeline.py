@@ -338,7 +338,8 @@ class Pipeline:
 
     def _dispatch(self, batch: Batch[Pending]) -> None:
         self._metrics.buffer_time.observe(time.monotonic() - batch.opened_at)
-        work = BatchWork(batch, self._stopper.start(batch.uuids, str(uuidlib.uuid4())))
+        run = self._stopper.start(batch.uuids, str(uuidlib.uuid4()), batch.records_for)
+        work = BatchWork(batch, run)
         work.task = self._spawn(self._run_batch(work, next(self._batch_seq)))
         self._assignment.in_flight.add(work)
         self._metrics.batches_in_flight.set(len(self._assignment.in_flight))

@@ -13,7 +13,7 @@ partition after it is released.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence, Set
 from typing import Any
 
 import structlog
@@ -42,6 +42,7 @@ class RebalanceListener(ConsumerRebalanceListener):  # type: ignore[misc]
         drain: Drain,
         position: Callable[[list[Partition]], None],
         revoke_timeout_s: float,
+        rate_share: Callable[[Set[TopicPartition]], Awaitable[None]],
     ) -> None:
         self._consumer = consumer
         self._assignment = assignment
@@ -50,9 +51,12 @@ class RebalanceListener(ConsumerRebalanceListener):  # type: ignore[misc]
         self._drain = drain
         self._position = position
         self._revoke_timeout_s = revoke_timeout_s
+        self._rate_share = rate_share
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        """New generation: fresh partitions, paused until positioned."""
+        """New generation: this member's share of the API rate, fresh partitions paused
+        until positioned."""
+        await self._rate_share(assigned)
         parts = self._assignment.assign(assigned)
         if parts:
             self._consumer.pause(*assigned)

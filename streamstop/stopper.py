@@ -15,7 +15,7 @@ import contextlib
 import random
 import time
 from collections.abc import AsyncIterator, Iterable
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import structlog
 
@@ -37,6 +37,9 @@ from streamstop.interpreter import Interpreter
 from streamstop.logs import mask_secrets
 from streamstop.metrics import Metrics
 from streamstop.stopclient import ApiConfigError, ResponseTooLarge, StopClient, TransportError
+
+if TYPE_CHECKING:
+    from streamstop.tracing.otlp import RecordsOf, Tracing
 
 log = structlog.get_logger("streamstop.stopper")
 
@@ -63,8 +66,10 @@ class Stopper:
         max_requests_per_second: float,
         policy: RetryPolicy,
         metrics: Metrics,
+        tracing: Tracing | None = None,
     ) -> None:
         self._client = client
+        self._tracing = tracing
         self._interpreter = interpreter
         self._slots = asyncio.Semaphore(max_in_flight)
         self._probe = asyncio.Lock()
@@ -96,17 +101,37 @@ class Stopper:
         """True while the API answers with a configuration error (or the breaker is open)."""
         return self._held_since is not None
 
-    def start(self, uuids: list[str], batch_id: str) -> BatchRun:
-        """The requests for one batch, to iterate for its resolutions."""
+    def start(
+        self, uuids: list[str], batch_id: str, records_of: RecordsOf | None = None
+    ) -> BatchRun:
+        """The requests for one batch, to iterate for its resolutions. `records_of` gives
+        the records waiting for a uuid: their trace contexts are linked from the spans."""
         resolution = BatchResolution(uuids, batch_id, self.breaker, self._policy, self._rand)
-        return BatchRun(self, resolution, batch_id)
+        return BatchRun(self, resolution, batch_id, records_of)
 
-    async def _attempt(self, unit: list[str], batch_id: str, deadline: float | None) -> Attempt:
-        """One HTTP request for `unit`, once the throttle lets it start."""
-        async with self._slots:
+    async def _attempt(self, unit: list[str], run: BatchRun, deadline: float | None) -> Attempt:
+        """One HTTP request for `unit`, once the throttle lets it start (a span, traced)."""
+        await self._slots.acquire()
+        try:
             refused = await self._wait_turn(deadline)
-            if refused is not None:
-                return Attempt(refused, None)
+        except BaseException:
+            self._slots.release()
+            raise
+        if refused is not None:
+            self._slots.release()
+            return Attempt(refused, None)
+        run.requests += 1
+        if self._tracing is None:
+            return await self._request(unit, run.batch_id)
+        with self._tracing.request(run.batch_id, unit, run.requests, run.records_of) as answered:
+            attempt = await self._request(unit, run.batch_id)
+            answered(attempt.outcome, attempt.status)
+        return attempt
+
+    async def _request(self, unit: list[str], batch_id: str) -> Attempt:
+        """Send `unit` holding a request slot (released once the answer is in), then
+        interpret the answer."""
+        try:
             self._metrics.in_flight.inc()
             self._metrics.batch_size.observe(len(unit))
             began = time.monotonic()
@@ -130,6 +155,8 @@ class Stopper:
             finally:
                 self._metrics.in_flight.dec()
                 self._metrics.api_latency.observe(time.monotonic() - began)
+        finally:
+            self._slots.release()
         # Outside the request slot: a large answer is parsed away from the event loop.
         verdict = await self._interpreter.interpret(response, unit, time.time(), mask_secrets)
         if verdict.malformed_items:
@@ -219,10 +246,18 @@ class Stopper:
 class BatchRun:
     """One batch's requests; iterate it for resolutions as they are decided."""
 
-    def __init__(self, stopper: Stopper, resolution: BatchResolution, batch_id: str) -> None:
+    def __init__(
+        self,
+        stopper: Stopper,
+        resolution: BatchResolution,
+        batch_id: str,
+        records_of: RecordsOf | None = None,
+    ) -> None:
         self._stopper = stopper
         self._resolution = resolution
         self.batch_id = batch_id
+        self.records_of = records_of
+        self.requests = 0  # sent so far
 
     def drop(self, uuids: Iterable[str]) -> None:
         """Nobody waits for `uuids` any more: never send nor resolve them."""
@@ -239,7 +274,7 @@ class BatchRun:
         batch_id = self.batch_id
         try:
             while (unit := resolution.next_unit(stopper.shutting_down)) is not None:
-                attempt = await stopper._attempt(unit, batch_id, self._deadline())
+                attempt = await stopper._attempt(unit, self, self._deadline())
                 if attempt.outcome is _SHUTTING_DOWN:
                     return
                 now = time.monotonic()

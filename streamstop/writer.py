@@ -16,7 +16,7 @@ import collections
 import itertools
 import time
 from collections.abc import Iterable, Sequence
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import structlog
 
@@ -27,6 +27,9 @@ from streamstop.metrics import Metrics
 from streamstop.partitions import Assignment, Partition, Pending, Phase
 from streamstop.permits import PrioritySemaphore
 from streamstop.publisher import OutMessage, Publisher
+
+if TYPE_CHECKING:
+    from streamstop.tracing.otlp import Tracing
 
 log = structlog.get_logger("streamstop.writer")
 
@@ -75,8 +78,10 @@ class ResultWriter:
         *,
         output_topic: str,
         dlq_topic: str,
+        tracing: Tracing | None = None,
     ) -> None:
         self._publisher = publisher
+        self._tracing = tracing
         self._assignment = assignment
         self._metrics = metrics
         self._output = output_topic
@@ -178,6 +183,8 @@ class ResultWriter:
                 messages.append(OutMessage(output, key, value, rec.headers, Kind.RESULT, part))
                 recs.append(rec)
             statuses[resolution.status] += len(waiting)
+        if self._tracing is not None:  # per slice: results continue their inputs' traces
+            self._tracing.results(messages, recs, batch_id)
         return Results(messages, recs, statuses)
 
     async def _publish(

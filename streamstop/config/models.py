@@ -186,6 +186,9 @@ class ApiSettings(BaseModel):
     token_file: SecretFile = None
     timeout_s: float = Field(default=10.0, gt=0)
     max_requests_per_second: float = Field(default=0.0, ge=0)
+    # group: max_requests_per_second is the consumer group's, each member taking the share
+    # of its assigned partitions; pod: each process has all of it (the old meaning).
+    rate_scope: Annotated[Literal["group", "pod"], BeforeValidator(_lower)] = "group"
     ca_file: CaBundle = None
     client_certfile: ReadableFile = None
     # Validated even when unset: the certificate is checked together with its key.
@@ -285,6 +288,8 @@ class ObservabilitySettings(BaseModel):
     log_format: Annotated[Literal["json", "console"], BeforeValidator(_lower)] = "json"
     # 0 picks a free port, so tests can run several daemons side by side.
     http_port: int = Field(default=9090, ge=0, le=65535)
+    # otlp: OpenTelemetry spans over OTLP/HTTP, configured by the OTEL_* variables.
+    tracing: Annotated[Literal["off", "otlp"], BeforeValidator(_lower)] = "off"
 
 
 class LifecycleSettings(BaseModel):

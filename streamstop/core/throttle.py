@@ -1,11 +1,13 @@
 """Shared pacing of stop API requests: one clock that every request waits for.
 
-It combines the rate cap (`api.max_requests_per_second`), the API's "slow down" answers
-(429/503 and Retry-After, which hold back every request, not only the one that got it),
-a run of transient failures, and slow probing while the API reports a configuration
-error. Pure: the caller passes the time in and sleeps until `next_start`.
+It combines the rate cap (`api.max_requests_per_second`, or this process's share of it
+when the cap is the consumer group's: `set_share`), the API's "slow down" answers
+(429/503 and Retry-After, which hold back every request of this process, not only the one
+that got it), a run of transient failures, and slow probing while the API reports a
+configuration error. Pure: the caller passes the time in and sleeps until `next_start`.
 
-Never: start requests faster than the rate cap, or before a Retry-After has passed.
+Never: start requests faster than the rate cap (or this process's share of it), or
+before a Retry-After has passed.
 """
 
 from __future__ import annotations
@@ -15,12 +17,15 @@ from collections.abc import Callable
 from streamstop.core.backoff import full_jitter_s
 
 FAILURE_RUN = 3
+# The interval while this process has no share of the rate budget: no request starts.
+_NONE = float("inf")
 
 
 class Throttle:
     """When the next stop API request may start."""
 
     __slots__ = (
+        "_budget",
         "_initial_ms",
         "_last_start",
         "_max_ms",
@@ -41,6 +46,7 @@ class Throttle:
     ) -> None:
         self._initial_ms = initial_backoff_ms
         self._max_ms = max_backoff_ms
+        self._budget = max_requests_per_second
         self._min_interval_s = 1.0 / max_requests_per_second if max_requests_per_second else 0.0
         self._rand = rand
         self._not_before = 0.0
@@ -48,8 +54,19 @@ class Throttle:
         self.failures = 0
         self.config_failures = 0
 
+    def set_share(self, share: float) -> None:
+        """From now on, cap the rate at `share` (0..1) of `max_requests_per_second` (no
+        effect without a cap). With a share of 0 no request starts: `next_start` keeps
+        moving away, one whole-budget interval at a time, until a share is given."""
+        if not self._budget:
+            return
+        share = min(1.0, max(0.0, share))
+        self._min_interval_s = 1.0 / (self._budget * share) if share else _NONE
+
     def next_start(self, now: float) -> float:
         """The earliest time a request may start."""
+        if self._min_interval_s == _NONE:
+            return max(now + 1.0 / self._budget, self._not_before)
         return max(now, self._not_before, self._last_start + self._min_interval_s)
 
     def on_start(self, now: float) -> None:
