@@ -22,7 +22,7 @@ import structlog
 
 from streamstop.core.batcher import Batch
 from streamstop.core.fit import Kind
-from streamstop.core.results import Resolution, Status, build_result, format_timestamp
+from streamstop.core.results import Resolution, ResultValues, Status, format_timestamp
 from streamstop.metrics import Metrics
 from streamstop.partitions import Assignment, Pending
 from streamstop.permits import PrioritySemaphore
@@ -129,7 +129,7 @@ class ResultWriter:
         batch_id: str | None,
     ) -> Results:
         """Result events for `(uuid, resolution, record)`; none for a revoked partition."""
-        completed = format_timestamp(time.time())
+        values = ResultValues(batch_id, format_timestamp(time.time()))
         output = self._output
         messages: list[OutMessage] = []
         recs: list[Pending] = []
@@ -138,16 +138,8 @@ class ResultWriter:
             part = rec.part
             if part.revoked:
                 continue
-            value = build_result(
-                uuid=uuid,
-                resolution=resolution,
-                request_id=rec.request_id,
-                topic=part.tp.topic,
-                partition=part.tp.partition,
-                offset=rec.offset,
-                batch_id=batch_id,
-                received_at=rec.received.text,
-                completed_at=completed,
+            value = values.value(
+                uuid, resolution, rec.request_id, part.tp, rec.offset, rec.received.text
             )
             key = uuid.encode() if uuid is not None else None
             messages.append(OutMessage(output, key, value, rec.headers, Kind.RESULT, part))
