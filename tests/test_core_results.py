@@ -236,14 +236,15 @@ def test_a_slice_of_results_is_each_result_encoded_alone(
 
 def test_records_of_one_slice_share_its_fragments_and_keep_their_own_fields() -> None:
     values = ResultValues("b-1", format_timestamp(2.0))
-    stopped, failed = Resolution(Status.STOPPED, 200, None, 1), Resolution(
-        Status.FAILED, None, 'HTTP 400: "bad"', 3
+    stopped, failed = (
+        Resolution(Status.STOPPED, 200, None, 1),
+        Resolution(Status.FAILED, None, 'HTTP 400: "bad"', 3),
     )
     first, second = format_timestamp(1.0), format_timestamp(1.5)
     cases = [
         ("2a28d557-22a1-4be6-8908-1481723043dd", stopped, "r-1", ("in", 0), 7, first),
         ("2a28d557-22a1-4be6-8908-1481723043de", failed, None, ("in", 1), 8, first),
-        ("2a28d557-22a1-4be6-8908-1481723043df", stopped, "r\n\"3", ("other", 0), 9, second),
+        ("2a28d557-22a1-4be6-8908-1481723043df", stopped, 'r\n"3', ("other", 0), 9, second),
         ("2a28d557-22a1-4be6-8908-1481723043dd", failed, "é", ("in", 0), 10, second),
     ]
     for uuid, resolution, request_id, source, offset, received in cases:
