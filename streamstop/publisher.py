@@ -32,7 +32,7 @@ from aiokafka.errors import (
 )
 from aiokafka.producer.message_accumulator import BatchBuilder
 
-from streamstop.core.fit import Kind, fit, record_size
+from streamstop.core.fit import BARE_RECORD_OVERHEAD, Kind, fit, record_size
 from streamstop.core.partition import partition_for_key
 from streamstop.metrics import Metrics
 
@@ -175,12 +175,16 @@ class Publisher:
         producer = self._producer
         groups: dict[tuple[str, int], list[OutMessage]] = {}
         failed: Failed = []
+        counts: dict[str, int] = {}  # read once a call per topic, not per message
         for message in messages:
-            try:
-                count = await self._partition_count(producer, message.topic)
-            except KafkaError as exc:
-                failed.append((message, exc))
-                continue
+            count = counts.get(message.topic)
+            if count is None:
+                try:
+                    count = await self._partition_count(producer, message.topic)
+                except KafkaError as exc:
+                    failed.append((message, exc))
+                    continue
+                counts[message.topic] = count
             if message.key is None:
                 self._round_robin += 1
                 partition = self._round_robin % count
@@ -227,7 +231,11 @@ class Publisher:
         chunk: list[OutMessage] = []
         for message in group:
             headers = list(message.headers)
-            if record_size(message.key, message.value, headers) > limit:
+            # A bare record far below the limit (nearly all results) surely fits.
+            bare = len(message.key or b"") + len(message.value or b"") + BARE_RECORD_OVERHEAD
+            if (headers or bare > limit) and record_size(
+                message.key, message.value, headers
+            ) > limit:
                 message = fitted(message, limit)
                 headers = list(message.headers)
             if (

@@ -17,8 +17,10 @@ from aiokafka.errors import (
 )
 from aiokafka.producer.message_accumulator import BatchBuilder
 from aiokafka.record.default_records import DefaultRecordBatch
+from hypothesis import given
+from hypothesis import strategies as st
 
-from streamstop.core.fit import Kind, record_size
+from streamstop.core.fit import BARE_RECORD_OVERHEAD, Kind, record_size
 from streamstop.metrics import Metrics
 from streamstop.publisher import OutMessage, Publisher
 
@@ -138,6 +140,33 @@ async def test_record_batches_never_exceed_the_topic_limit() -> None:
     assert all(sent.size <= 65_536 for sent in producer.sent)
     assert len(producer.sent) > 3  # more than one batch per partition was needed
     assert keys(delivered(producers)) == keys((m.key, m.value, []) for m in messages)
+
+
+@given(
+    st.none() | st.binary(max_size=300) | st.integers(0, 3_000_000).map(bytes),
+    st.none() | st.binary(max_size=300) | st.integers(0, 3_000_000).map(bytes),
+)
+def test_a_bare_record_is_never_larger_than_its_key_value_and_the_bare_overhead(
+    key: bytes | None, value: bytes | None
+) -> None:
+    bare = len(key or b"") + len(value or b"") + BARE_RECORD_OVERHEAD
+    assert record_size(key, value, []) <= bare
+
+
+@pytest.mark.parametrize("below", [-1, 0, 1, 40, BARE_RECORD_OVERHEAD, BARE_RECORD_OVERHEAD + 1])
+async def test_a_bare_result_near_the_limit_is_cut_only_when_it_does_not_fit(below: int) -> None:
+    limit = 4_096
+    publisher, producers, _ = publisher_with({"out": limit})
+    await publisher.start()
+    key = result(1).key or b""
+    padding = limit - below - len(key) - len(b'{"requestId":"","status":"stopped"}')
+    value = b'{"requestId":"%s","status":"stopped"}' % (b"r" * padding)
+    message = OutMessage("out", key, value, [], Kind.RESULT, None)
+    await publisher.publish([message])
+    ((sent,),) = [producer.sent for producer in producers]
+    assert sent.size <= limit
+    ((_, delivered_value, _),) = sent.records
+    assert (delivered_value == value) == (record_size(key, value, []) <= limit)
 
 
 async def test_a_result_too_large_goes_without_its_copied_headers() -> None:

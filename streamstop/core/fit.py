@@ -22,6 +22,11 @@ TRUNCATED = "streamstop-truncated"
 OWN_PREFIX = "streamstop-"
 
 
+# What a one-record batch without headers adds to its key and value at most: the batch
+# header (61), the record's overhead (21), two length varints (5 each), a header count (1).
+BARE_RECORD_OVERHEAD = 93
+
+
 class Kind(enum.Enum):
     """How a record that does not fit may be cut."""
 
