@@ -36,6 +36,11 @@ class Phase(enum.Enum):
     REVOKED = "revoked"
 
 
+# Read once per record (revoked, finish): Python 3.11 looks an enum member up on its class
+# through EnumType.__getattr__, ~150 ns each time; a module global is a plain lookup.
+_CONSUMING, _DRAINING, _REVOKED = Phase.CONSUMING, Phase.DRAINING, Phase.REVOKED
+
+
 class Partition:
     """One assigned input partition: its phase, position and offset tracker."""
 
@@ -55,12 +60,12 @@ class Partition:
     @property
     def consuming(self) -> bool:
         """Records fetched for it are taken in."""
-        return self.phase is Phase.CONSUMING
+        return self.phase is _CONSUMING
 
     @property
     def revoked(self) -> bool:
         """Gone: nothing of it is published or committed any more."""
-        return self.phase is Phase.REVOKED
+        return self.phase is _REVOKED
 
     def positioned(self, offset: int) -> None:
         """Its starting offset is known: it consumes from there."""
@@ -76,7 +81,7 @@ class Partition:
 
     def finish(self, offset: int) -> None:
         """The record at `offset` is done (its results are acknowledged)."""
-        if self.phase is Phase.CONSUMING or self.phase is Phase.DRAINING:
+        if self.phase is _CONSUMING or self.phase is _DRAINING:
             self.tracker.done(offset)
 
 
