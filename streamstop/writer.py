@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import itertools
 import time
-from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, NamedTuple
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, NamedTuple, cast
 
 import structlog
 
@@ -24,7 +25,7 @@ from streamstop.core.batcher import Batch
 from streamstop.core.fit import Kind
 from streamstop.core.results import Resolution, ResultValues, Status, format_timestamp
 from streamstop.metrics import Metrics
-from streamstop.partitions import Assignment, Pending
+from streamstop.partitions import Assignment, Partition, Pending
 from streamstop.permits import PrioritySemaphore
 from streamstop.publisher import OutMessage, Publisher
 
@@ -33,6 +34,16 @@ log = structlog.get_logger("streamstop.writer")
 PUBLISH_SLICE = 1000  # uuids turned into results and sent at a time
 MAX_SLICES_IN_FLIGHT = 4
 DLQ_MAX_VALUE_BYTES = 512 * 1024
+
+
+# One OutMessage per result, made as a tuple: a NamedTuple's own `__new__` is a Python
+# function, as costly as building the result's value.
+_message = cast(
+    Callable[
+        [tuple[str, bytes | None, bytes, Sequence[tuple[str, bytes]], Kind, Partition]], OutMessage
+    ],
+    functools.partial(tuple.__new__, OutMessage),
+)
 
 
 class LocalAnswer(NamedTuple):
@@ -142,7 +153,7 @@ class ResultWriter:
                 uuid, resolution, rec.request_id, part.tp, rec.offset, rec.received.text
             )
             key = uuid.encode() if uuid is not None else None
-            messages.append(OutMessage(output, key, value, rec.headers, result, part))
+            messages.append(_message((output, key, value, rec.headers, result, part)))
             recs.append(rec)
             statuses[resolution.status] += 1
         return Results(messages, recs, statuses)

@@ -9,6 +9,7 @@ and invalid outcomes are preallocated constants.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,7 +35,9 @@ class Decoded(NamedTuple):
 
 # The tuple built directly: a NamedTuple's own `__new__` is a Python call, as slow as
 # the rest of decoding an object.
-_decoded = cast(Callable[[type[Decoded], tuple[str, str | None]], Decoded], tuple.__new__)
+_decoded = cast(
+    Callable[[tuple[str, str | None]], Decoded], functools.partial(tuple.__new__, Decoded)
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +80,7 @@ def decode_value(value: bytes | None) -> Decoded | Invalid:
     raw = obj.get("messageUuid", _ABSENT)
     if type(raw) is str and _UUID.fullmatch(raw) is not None:
         request_id = obj.get("requestId")
-        return _decoded(Decoded, (raw.lower(), request_id if type(request_id) is str else None))
+        return _decoded((raw.lower(), request_id if type(request_id) is str else None))
     return _from_object(obj)
 
 
