@@ -47,6 +47,7 @@ from aiokafka.producer.message_accumulator import BatchBuilder
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from aiokafka.record.memory_records import MemoryRecords
 
+from streamstop import app
 from streamstop.config import load_settings
 from streamstop.interpreter import Interpreter
 from streamstop.metrics import Metrics
@@ -284,6 +285,9 @@ def main() -> int:
     batches = record_batches(args.records)
     gc.collect()
     gc.freeze()  # as the daemon does after start-up
+    thresholds = getattr(app, "GC_THRESHOLDS", None)  # (an older tree has none)
+    if thresholds is not None:
+        gc.set_threshold(*thresholds)
     for _ in range(args.rounds):
         clock = GcClock()
         gc.callbacks.append(clock)
