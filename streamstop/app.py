@@ -9,6 +9,8 @@ client and HTTP → stop the health server, within `lifecycle.shutdown_timeout_s
 Kafka being unreachable, a topic missing, or Kafka refusing us is a hold, not an exit: not
 ready, one line when it starts and at most every 30 s, recovery without a restart. A
 signal is acted on within a second at every stage; a second one exits at once.
+
+Never: exit while Kafka is merely unavailable, or wait past a budget for a close step.
 """
 
 from __future__ import annotations
@@ -201,13 +203,16 @@ class Daemon:
             revoke_timeout_s=settings.lifecycle.revoke_timeout_s,
         )
         consumer.subscribe([kafka.input_topic], listener=listener)
+        lag = LagMonitor(consumer, assignment, self.metrics)
         tasks = [
             asyncio.create_task(pipeline.consume(), name="consume"),
             asyncio.create_task(committer.run(), name="commit"),
-            asyncio.create_task(LagMonitor(consumer, assignment, self.metrics).run(), name="lag"),
+            asyncio.create_task(lag.run(), name="lag"),
         ]
         self._live = lambda: self._liveness(pipeline, tasks)
-        self._ready = lambda: _readiness(assignment, pipeline, publisher, stopper)
+        self._ready = lambda: _readiness(
+            assignment, pipeline, publisher, stopper, committer.problem or lag.problem
+        )
         # Everything built so far lives as long as the process: move it out of the
         # collector's sight, so full collections only walk objects made since (full
         # collections over the start-up heap took ~50 ms each, paid by every record).
@@ -370,18 +375,27 @@ class Daemon:
             if task.done():
                 return f"core task {task.get_name()} ended"
         stalled = time.monotonic() - pipeline.heartbeat
-        if stalled > self.settings.lifecycle.revoke_timeout_s + LIVENESS_GRACE_S:
+        grace = self.settings.lifecycle.revoke_timeout_s + LIVENESS_GRACE_S
+        # A poll waiting on Kafka (a rebalance with the coordinator away, say) is an
+        # outside outage, which a restart would not help.
+        if stalled > grace and not pipeline.in_poll:
             return f"consume loop stalled for {stalled:.0f}s"
         return None
 
 
 def _readiness(
-    assignment: Assignment, pipeline: Pipeline, publisher: Publisher, stopper: Stopper
+    assignment: Assignment,
+    pipeline: Pipeline,
+    publisher: Publisher,
+    stopper: Stopper,
+    group_problem: str | None,
 ) -> str | None:
     if pipeline.kafka_problem is not None:
         return pipeline.kafka_problem
-    if publisher.unauthorized is not None:
-        return f"Kafka refuses our writes: {publisher.unauthorized}"
+    if group_problem is not None:
+        return group_problem
+    if publisher.refused is not None:
+        return f"Kafka refuses our writes: {publisher.refused}"
     if stopper.holding:
         return "stop API configuration error"
     if not assignment.joined:

@@ -5,6 +5,9 @@ Revoked ones are drained within `lifecycle.revoke_timeout_s`: what is buffered i
 in-flight work may finish, what is done is committed, and then the partitions are
 revoked: their unfinished records leave every in-flight batch, uncommitted, for the new
 owner. Nothing here waits longer than the revoke budget.
+
+Never: let a revoked partition's work outlive its revoke budget, or commit a revoked
+partition after it is released.
 """
 
 from __future__ import annotations

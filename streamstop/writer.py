@@ -47,13 +47,13 @@ _message = cast(
 
 
 class LocalAnswer(NamedTuple):
-    """A record answered without the API: invalid, expired or undecodable input. `raw`
-    is the consumed record, for the DLQ copy of an invalid one (None otherwise)."""
+    """A record answered without the API: invalid, expired or undecodable input, with
+    the DLQ copy of an invalid one when the DLQ is on (never the whole raw record)."""
 
     rec: Pending
     uuid: str | None
     resolution: Resolution
-    raw: Any
+    dlq: OutMessage | None
 
 
 class Undecodable(NamedTuple):
@@ -95,6 +95,7 @@ class ResultWriter:
         # Oldest batch (by dispatch) first: batches answered together finish one after
         # the other, not all at the end, each holding its bookkeeping until then.
         self._slices = PrioritySemaphore(MAX_SLICES_IN_FLIGHT)
+        self.held_bytes = 0  # of DLQ copies built and not yet acknowledged
 
     async def write_answers(
         self, answers: dict[str, Resolution], batch: Batch[Pending], batch_id: str, seq: int
@@ -122,17 +123,35 @@ class ResultWriter:
     async def write_local(self, answers: Sequence[LocalAnswer]) -> None:
         """Publish the results (and DLQ copies) of records answered without the API."""
         results = self._results(((a.uuid, a.resolution, a.rec) for a in answers), None)
-        if self._dlq:
-            results.messages.extend(
-                self._dlq_copy(answer.raw, answer.resolution.error or "", answer.rec)
-                for answer in answers
-                if answer.resolution.status is Status.INVALID and not answer.rec.part.revoked
-            )
-        await self._publish(results, None, ())
-        invalid = results.statuses[Status.INVALID]
-        self._metrics.invalid_records.inc(invalid)
-        if self._dlq:
-            self._metrics.dlq_records.inc(invalid)
+        copies = [a.dlq for a in answers if a.dlq is not None and not a.rec.part.revoked]
+        results.messages.extend(copies)
+        try:
+            await self._publish(results, None, ())
+        finally:
+            self.held_bytes -= sum(_size(answer.dlq) for answer in answers)
+        self._metrics.invalid_records.inc(results.statuses[Status.INVALID])
+        self._metrics.dlq_records.inc(len(copies))
+
+    def dlq_copy(self, raw: Any, reason: str, part: Partition) -> OutMessage | None:
+        """The DLQ copy of an invalid record (None when the DLQ is off): the record as it
+        came (a null value stays null), its headers plus why and where from; a value
+        over DLQ_MAX_VALUE_BYTES is cut and marked. Built when the record is taken in,
+        so only what the copy needs is held until it is acknowledged (counted in
+        `held_bytes`, which the consumer's backpressure watches)."""
+        if not self._dlq:
+            return None
+        value: bytes | None = raw.value
+        headers = [
+            *raw.headers,
+            ("streamstop-error", reason.encode()),
+            ("streamstop-source", f"{raw.topic}/{raw.partition}/{raw.offset}".encode()),
+        ]
+        if value is not None and len(value) > DLQ_MAX_VALUE_BYTES:
+            value = value[:DLQ_MAX_VALUE_BYTES]
+            headers.append(("streamstop-truncated", b"true"))
+        copy = OutMessage(self._dlq, raw.key, value, headers, Kind.DLQ, part)
+        self.held_bytes += _size(copy)
+        return copy
 
     def _results(
         self,
@@ -157,20 +176,6 @@ class ResultWriter:
             recs.append(rec)
             statuses[resolution.status] += 1
         return Results(messages, recs, statuses)
-
-    def _dlq_copy(self, raw: Any, reason: str, rec: Pending) -> OutMessage:
-        """The invalid record as it came (a null value stays null), its headers plus
-        why and where from; a value over DLQ_MAX_VALUE_BYTES is cut and marked."""
-        value: bytes | None = raw.value
-        headers = [
-            *raw.headers,
-            ("streamstop-error", reason.encode()),
-            ("streamstop-source", f"{raw.topic}/{raw.partition}/{raw.offset}".encode()),
-        ]
-        if value is not None and len(value) > DLQ_MAX_VALUE_BYTES:
-            value = value[:DLQ_MAX_VALUE_BYTES]
-            headers.append(("streamstop-truncated", b"true"))
-        return OutMessage(self._dlq, raw.key, value, headers, Kind.DLQ, rec.part)
 
     async def _publish(
         self, results: Results, batch: Batch[Pending] | None, answered: Iterable[tuple[str, Any]]
@@ -205,3 +210,10 @@ def _waiting(
             log.error("answer_without_records", batch_id=batch_id)
         for rec in waiting:
             yield uuid, resolution, rec
+
+
+def _size(message: OutMessage | None) -> int:
+    if message is None:
+        return 0
+    key, value = message.key or b"", message.value or b""
+    return len(key) + len(value) + sum(len(name) + len(data) for name, data in message.headers)

@@ -5,6 +5,8 @@ or the bare uuid as plain text. Anything else is invalid input with a short reas
 runs once per consumed record, so the common case (a JSON object) costs one orjson parse,
 one dict lookup and one regex match in a single Python call, a valid result is a tuple,
 and invalid outcomes are preallocated constants.
+
+Never: raise, whatever the bytes; never accept a uuid the SPEC's pattern does not.
 """
 
 from __future__ import annotations
