@@ -15,6 +15,7 @@ import orjson
 
 SCHEMA_VERSION = 1
 _MILLIS_SUFFIX = tuple(f".{ms:03d}Z" for ms in range(1000))
+_HEAD = b'{"schemaVersion":%d,"messageUuid":' % SCHEMA_VERSION
 
 
 class Status(enum.StrEnum):
@@ -98,14 +99,16 @@ class ResultValues:
         tail = self._tails.get((received_at, resolution.attempts))
         if tail is None:
             tail = self._tail(received_at, resolution.attempts)
-        return b'{"schemaVersion":%d,"messageUuid":%b%b%b%b%d%b' % (
-            SCHEMA_VERSION,
-            orjson.dumps(uuid),
-            resolution.fields,
-            orjson.dumps(request_id),
-            prefix,
-            offset,
-            tail,
+        return b"".join(
+            (
+                _HEAD,
+                orjson.dumps(uuid),
+                resolution.fields,
+                orjson.dumps(request_id),
+                prefix,
+                b"%d" % offset,
+                tail,
+            )
         )
 
     def _tail(self, received_at: str, attempts: int) -> bytes:
