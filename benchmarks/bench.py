@@ -6,6 +6,8 @@ job with the Java Kafka client, no HTTP) and `streamstop run` at several API lat
 each with its own consumer group and output topic, for records/s and CPU per record. Then
 the same three (streamstop at 0 ms) on a BENCH_BACKLOG_RECORDS backlog (default 1,000,000),
 where JVM start-up no longer decides the comparison and streamstop's peak RSS is checked.
+With BENCH_BASELINE set to a git ref (say `main`), that ref's streamstop runs the backlog
+too, interleaved with the rest (`streamstop-<ref>-backlog`): a before/after within one run.
 Writes `benchmarks/results/latest.json`, `latest.md` and `latest.png`.
 """
 
@@ -15,12 +17,14 @@ import asyncio
 import contextlib
 import functools
 import hashlib
+import io
 import json
 import os
 import shutil
 import statistics
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 import uuid
@@ -54,6 +58,7 @@ PACED_SECONDS = float(os.environ.get("BENCH_PACED_SECONDS", "15"))
 BACKLOG_RECORDS = int(os.environ.get("BENCH_BACKLOG_RECORDS", "1000000"))
 REPEATS = int(os.environ.get("BENCH_REPEATS", "3"))
 BACKLOG_REPEATS = int(os.environ.get("BENCH_BACKLOG_REPEATS", str(REPEATS)))
+BASELINE = os.environ.get("BENCH_BASELINE", "")
 PARTITIONS = 6
 MAX_SIZE = 10_000
 RESULTS = Path(os.environ.get("BENCH_RESULTS_DIR", REPO / "benchmarks" / "results"))
@@ -134,6 +139,43 @@ def daemon_config(
             "observability": {"http_port": 0},
         },
     )
+
+
+def baseline_source(ref: str, workdir: Path) -> Path:
+    """A directory holding the `streamstop` package as git ref `ref` has it (extracted
+    once per commit), for `source_env`. It runs with this venv's dependencies."""
+    commit = subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", "--verify", f"{ref}^{{commit}}"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    target = workdir / f"baseline-{commit[:12]}"
+    if not (target / "streamstop").is_dir():
+        archive = subprocess.run(
+            ["git", "-C", str(REPO), "archive", commit, "streamstop"],
+            check=True,
+            capture_output=True,
+        ).stdout
+        # Extracted aside and renamed, as the anchor's classes are built.
+        building = Path(tempfile.mkdtemp(dir=workdir, prefix="building-"))
+        try:
+            with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+                tar.extractall(building, filter="data")
+            with contextlib.suppress(OSError):  # a concurrent run renamed the same first
+                building.rename(target)
+        finally:
+            shutil.rmtree(building, ignore_errors=True)
+    return target
+
+
+def source_env(source: Path | None) -> dict[str, str] | None:
+    """The environment in which `python -m streamstop` runs the package under `source`
+    rather than the working tree's (the current directory goes first on `sys.path`
+    unless PYTHONSAFEPATH is set) or the installed one; None: the usual one."""
+    if source is None:
+        return None
+    return {"PYTHONPATH": str(source), "PYTHONSAFEPATH": "1"}
 
 
 def java_tool(name: str) -> str:
@@ -228,7 +270,10 @@ def run_streamstop(
     latency_ms: int,
     workdir: Path,
     measure_latency: bool,
+    source: Path | None = None,
 ) -> Row:
+    """One run of `streamstop run` (of the package under `source`, if given) against
+    the fake API at `latency_ms`, until its commits cover every record."""
     output = unique_name("bench-out")
     create_topic(bootstrap, output, PARTITIONS, BROKER_TIME)
     group = unique_name("bench")
@@ -238,7 +283,7 @@ def run_streamstop(
         )
         began = time.monotonic()
         started_ms = time.time() * 1000
-        daemon = Daemon(config, workdir / f"bench-{latency_ms}.log")
+        daemon = Daemon(config, workdir / f"bench-{latency_ms}.log", source_env(source))
         try:
             wait_for(
                 lambda: lag(bootstrap, group, topic) == 0 and daemon.proc.poll() is None,
@@ -391,10 +436,17 @@ def cpu_comparison(rows: list[Row]) -> str:
     ours = by_case["streamstop"]["cpu_us_per_record"]
     java = by_case["java-anchor"]["cpu_us_per_record"]
     ceiling = by_case["ceiling"]["cpu_us_per_record"]
+    baselines = "".join(
+        f", streamstop at {case.removeprefix('streamstop-')} {row['cpu_us_per_record']:.1f} µs"
+        f" (this tree {ours / row['cpu_us_per_record'] - 1:+.0%})"
+        for case, row in by_case.items()
+        if case.startswith("streamstop-")
+    )
     return (
         f"CPU per record on {rows[0]['records']:,} records: streamstop (API at "
         f"{by_case['streamstop']['api_latency_ms']} ms) {ours:.1f} µs, Java anchor {java:.1f} "
-        f"µs (streamstop {ours / java:.2f}x the anchor's), ceiling {ceiling:.1f} µs.\n"
+        f"µs (streamstop {ours / java:.2f}x the anchor's), ceiling {ceiling:.1f} µs"
+        f"{baselines}.\n"
     )
 
 
@@ -448,8 +500,10 @@ def main() -> int:
     def program(case: str, command: list[str], topic: str, count: int, lat: bool) -> Row:
         return run_program(case, command, bootstrap, topic, count, workdir, lat)
 
-    def daemon(case: str, topic: str, count: int, latency: int, lat: bool) -> Row:
-        return run_streamstop(case, bootstrap, topic, count, latency, workdir, lat)
+    def daemon(
+        case: str, topic: str, count: int, latency: int, lat: bool, source: Path | None = None
+    ) -> Row:
+        return run_streamstop(case, bootstrap, topic, count, latency, workdir, lat, source)
 
     cases: list[Callable[[], Row]] = [
         functools.partial(program, "ceiling", ceiling, topic, RECORDS, True),
@@ -477,10 +531,16 @@ def main() -> int:
         cases = [
             functools.partial(program, "ceiling-backlog", ceiling, big, BACKLOG_RECORDS, False),
             functools.partial(program, "java-anchor-backlog", anchor, big, BACKLOG_RECORDS, False),
-            functools.partial(daemon, "streamstop-backlog", big, BACKLOG_RECORDS, 0, False),
         ]
+        if BASELINE:
+            source = baseline_source(BASELINE, workdir)
+            case = f"streamstop-{BASELINE.replace('/', '-')}-backlog"
+            cases.append(functools.partial(daemon, case, big, BACKLOG_RECORDS, 0, False, source))
+        cases.append(
+            functools.partial(daemon, "streamstop-backlog", big, BACKLOG_RECORDS, 0, False)
+        )
         backlog = against_ceiling(measure(cases, BACKLOG_REPEATS))
-        memory = dict(backlog[-1])
+        memory = dict(backlog[-1])  # this tree's
         # Against the same case on RECORDS records (0 ms, else the lowest latency
         # measured): the median of its runs' peaks.
         small = min(

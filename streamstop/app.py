@@ -59,6 +59,13 @@ HOLD_RETRY_S = (1.0, 10.0)
 HOLD_LOG_EVERY_S = 30.0
 # A stuck event loop or consume loop for this long (beyond a revoke drain) fails /livez.
 LIVENESS_GRACE_S = 60.0
+# Cyclic GC: young collections every 10,000 net allocations (not 700), full ones after
+# 100 middle ones (not 10). Each record keeps a few tracked objects alive until its
+# result is acknowledged (up to batch.max_pending records), and the defaults scanned
+# them again and again: 16 % of the daemon's CPU at 1M records, 7 % with these
+# (benchmarks/results/cpu-per-record-2026-12-02.md). Cyclic garbage is rare (a few
+# thousand objects per million records), and it is still collected.
+GC_THRESHOLDS = (10_000, 10, 100)
 # Errors that mean "Kafka cannot be used as configured right now": a hold.
 _KAFKA_UNAVAILABLE = (KafkaError, TopicMissing, OSError, ssl.SSLError, TimeoutError)
 
@@ -226,6 +233,7 @@ class Daemon:
         # collections over the start-up heap took ~50 ms each, paid by every record).
         gc.collect()
         gc.freeze()
+        gc.set_threshold(*GC_THRESHOLDS)
         log.info(
             "started",
             input_topic=kafka.input_topic,

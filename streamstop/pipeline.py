@@ -168,22 +168,23 @@ class Pipeline:
             part = parts.get(tp)
             if part is None or not part.consuming or not records:
                 continue  # revoked meanwhile: not tracked, so redelivered to the new owner
-            track = part.tracker.add
+            offsets = [record.offset for record in records]
+            part.tracker.extend(offsets)
+            part.position = offsets[-1] + 1
             count += len(records)
-            part.position = records[-1].offset + 1
             for record in records:
-                track(record.offset)
                 decoded = decode_value(record.value)
                 if isinstance(decoded, Invalid):
                     rec = Pending(part, record.offset, record.headers, None, received)
                     copy = self._writer.dlq_copy(record, decoded.reason, part)
                     local.append(LocalAnswer(rec, None, _answered(decoded.reason), copy))
                     continue
-                rec = Pending(part, record.offset, record.headers, decoded.request_id, received)
+                uuid, request_id = decoded
+                rec = Pending(part, record.offset, record.headers, request_id, received)
                 if max_age_ms and wall * 1000.0 - record.timestamp > max_age_ms:
-                    local.append(LocalAnswer(rec, decoded.uuid, _EXPIRED, None))
+                    local.append(LocalAnswer(rec, uuid, _EXPIRED, None))
                     continue
-                full = add(decoded.uuid, rec, now)
+                full = add(uuid, rec, now)
                 if full is not None:
                     self._dispatch(full)
         self._metrics.records_consumed.inc(count)

@@ -13,16 +13,17 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import itertools
 import time
-from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 import structlog
 
 from streamstop.core.batcher import Batch
 from streamstop.core.fit import Kind
-from streamstop.core.results import Resolution, Status, build_result, format_timestamp
+from streamstop.core.results import Resolution, ResultValues, Status, format_timestamp
 from streamstop.metrics import Metrics
 from streamstop.partitions import Assignment, Partition, Pending, Phase
 from streamstop.permits import PrioritySemaphore
@@ -36,6 +37,16 @@ log = structlog.get_logger("streamstop.writer")
 PUBLISH_SLICE = 1000  # uuids turned into results and sent at a time
 MAX_SLICES_IN_FLIGHT = 4
 DLQ_MAX_VALUE_BYTES = 512 * 1024
+
+
+# One OutMessage per result, made as a tuple: a NamedTuple's own `__new__` is a Python
+# function, as costly as building the result's value.
+_message = cast(
+    Callable[
+        [tuple[str, bytes | None, bytes, Sequence[tuple[str, bytes]], Kind, Partition]], OutMessage
+    ],
+    functools.partial(tuple.__new__, OutMessage),
+)
 
 
 class LocalAnswer(NamedTuple):
@@ -155,9 +166,9 @@ class ResultWriter:
     ) -> Results:
         """Result events for each `(uuid, resolution, records waiting for it)`; none for a
         record of a revoked partition. Per uuid what can be, per record only the rest."""
-        completed = format_timestamp(time.time())
-        output = self._output
-        revoked = Phase.REVOKED
+        values = ResultValues(batch_id, format_timestamp(time.time()))
+        # Enum members as locals: Python 3.11 looks a member up through EnumType.__getattr__.
+        output, result, revoked = self._output, Kind.RESULT, Phase.REVOKED
         messages: list[OutMessage] = []
         recs: list[Pending] = []
         statuses: collections.Counter[str] = collections.Counter()
@@ -165,24 +176,17 @@ class ResultWriter:
             if not waiting and batch_id is not None:  # answered twice, or never asked: a bug
                 log.error("answer_without_records", batch_id=batch_id)
             key = uuid.encode() if uuid is not None else None
+            before = len(recs)
             for rec in waiting:
                 part = rec.part
                 if part.phase is revoked:
                     continue
-                value = build_result(
-                    uuid=uuid,
-                    resolution=resolution,
-                    request_id=rec.request_id,
-                    topic=part.tp.topic,
-                    partition=part.tp.partition,
-                    offset=rec.offset,
-                    batch_id=batch_id,
-                    received_at=rec.received.text,
-                    completed_at=completed,
+                value = values.value(
+                    uuid, resolution, rec.request_id, part.tp, rec.offset, rec.received.text
                 )
-                messages.append(OutMessage(output, key, value, rec.headers, Kind.RESULT, part))
+                messages.append(_message((output, key, value, rec.headers, result, part)))
                 recs.append(rec)
-            statuses[resolution.status] += len(waiting)
+            statuses[resolution.status] += len(recs) - before
         if self._tracing is not None:  # per slice: results continue their inputs' traces
             self._tracing.results(messages, recs, batch_id)
         return Results(messages, recs, statuses)

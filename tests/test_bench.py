@@ -99,6 +99,39 @@ def test_cpu_comparison_takes_streamstop_at_its_lowest_api_latency() -> None:
     assert "ceiling 38.0 µs" in sentence
 
 
+def test_cpu_comparison_names_a_baseline_measured_in_the_same_run() -> None:
+    rows = [
+        row("ceiling-backlog", 25_000, 19.0),
+        row("java-anchor-backlog", 77_000, 12.0),
+        row("streamstop-main-backlog", 40_000, 15.0, api_latency_ms=0),
+        row("streamstop-backlog", 50_000, 10.5, api_latency_ms=0),
+    ]
+    sentence = bench.cpu_comparison(rows)
+    assert "streamstop (API at 0 ms) 10.5 µs, Java anchor 12.0 µs" in sentence
+    assert sentence.endswith("streamstop at main 15.0 µs (this tree -30%).\n")
+
+
+def test_a_baseline_runs_the_package_as_its_git_ref_has_it(tmp_path: Path) -> None:
+    source = bench.baseline_source("HEAD", tmp_path)
+    committed = subprocess.run(
+        ["git", "-C", str(REPO), "show", "HEAD:streamstop/core/decode.py"],
+        capture_output=True,
+        check=True,
+    ).stdout
+    assert (source / "streamstop" / "core" / "decode.py").read_bytes() == committed
+    assert bench.baseline_source("HEAD", tmp_path) == source  # extracted once
+    # Run from the repository, where the working tree's package would go first.
+    imported = subprocess.run(
+        [sys.executable, "-c", "import streamstop; print(streamstop.__file__)"],
+        env={**os.environ, **(bench.source_env(source) or {})},
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert Path(imported) == source / "streamstop" / "__init__.py"
+
+
 BASE = "main (streamstop/cli.py:54);run (streamstop/app.py:41);Runner.run (asyncio/runners.py:86)"
 
 
@@ -201,6 +234,7 @@ def test_bench_harness_runs_on_a_tiny_input(kafka_bootstrap: str, tmp_path: Path
         "BENCH_PACED_SECONDS": "2",
         "BENCH_RESULTS_DIR": str(tmp_path / "results"),
         "BENCH_WORKDIR": str(tmp_path / "work"),
+        "BENCH_BASELINE": "HEAD",
     }
     done = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "bench.py"), kafka_bootstrap],
@@ -218,6 +252,7 @@ def test_bench_harness_runs_on_a_tiny_input(kafka_bootstrap: str, tmp_path: Path
     assert [c["case"] for c in backlog] == [
         "ceiling-backlog",
         "java-anchor-backlog",
+        "streamstop-HEAD-backlog",
         "streamstop-backlog",
     ]
     for case in cases + backlog:
@@ -237,4 +272,5 @@ def test_bench_harness_runs_on_a_tiny_input(kafka_bootstrap: str, tmp_path: Path
     assert "| streamstop | 50 ms |" in table
     assert "| java-anchor-backlog |" in table
     assert "CPU per record on 3,000 records: streamstop (API at 0 ms)" in table
+    assert "streamstop at HEAD" in table
     assert "Backlog of 3,000 records: peak RSS" in table

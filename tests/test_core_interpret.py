@@ -7,7 +7,7 @@ from email.utils import format_datetime
 
 import orjson
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from multidict import CIMultiDict
 
@@ -47,6 +47,12 @@ def test_uuids_match_case_insensitively_and_the_first_item_wins() -> None:
     body = items_body((A.upper(), 202), (A, 200), (B.upper(), 404))
     verdict = interpret(201, body, [A, B.upper()])
     assert verdict.codes == {A: 202, B: 404}
+
+
+def test_the_first_of_two_items_for_one_uuid_wins() -> None:
+    verdict = interpret(200, items_body((A, 202), (B, 404), (A, 200)), [A, B])
+    assert list(verdict.codes.items()) == [(A, 202), (B, 404)]
+    assert verdict.missing == []
 
 
 def test_uuids_missing_from_the_answer_are_retried() -> None:
@@ -232,3 +238,73 @@ def test_retry_after_is_capped_at_the_configured_maximum(value: str, cap: float)
 def test_any_retry_after_parses_without_raising(value: str, cap: float) -> None:
     seconds = parse_retry_after(value, NOW, cap)
     assert seconds is None or 0.0 <= seconds <= cap
+
+
+def per_item(
+    items: list[object], requested: list[str]
+) -> tuple[list[tuple[str, int]], list[str], int]:
+    """The documented reading of an answer, one item at a time: codes in answer order
+    (first item wins, case-insensitive, keyed by the requested string when it is lower
+    case), missing in request order, malformed items counted."""
+    wanted: dict[str, str] = {}
+    for asked in requested:
+        wanted.setdefault(asked.lower(), asked if asked == asked.lower() else asked.lower())
+    codes: dict[str, int] = {}
+    malformed = 0
+    for item in items:
+        if not isinstance(item, dict):
+            malformed += 1
+            continue
+        uuid, code = item.get("messageUuid"), item.get("code")
+        if type(uuid) is not str or type(code) is not int:
+            malformed += 1
+            continue
+        key = wanted.get(uuid.lower())
+        if key is not None:
+            codes.setdefault(key, code)
+    return list(codes.items()), [a for a in wanted.values() if a not in codes], malformed
+
+
+POOL = [A, B, C, A.upper(), "063464ec-a34f-4558-90c5-984395000001"]
+answer_items = st.one_of(
+    st.builds(
+        lambda u, c: {"messageUuid": u, "code": c},
+        st.sampled_from(POOL),
+        st.sampled_from([200, 202, 403, 404, 409]),
+    ),
+    st.sampled_from(
+        [
+            None,
+            7,
+            "x",
+            [A],
+            {"messageUuid": A},
+            {"code": 200},
+            {"messageUuid": A, "code": True},
+            {"messageUuid": A, "code": 200.0},
+            {"messageUuid": [A], "code": 200},
+            {"messageUuid": 5, "code": 200},
+            {"messageUuid": B, "code": 200, "extra": 1},
+        ]
+    ),
+)
+
+
+@settings(max_examples=300)
+@given(
+    st.lists(st.sampled_from(POOL), min_size=1, max_size=6),
+    st.lists(answer_items, max_size=8),
+    st.booleans(),
+)
+def test_every_answer_reads_as_its_items_one_by_one(
+    requested: list[str], items: list[object], exact: bool
+) -> None:
+    if exact:  # the usual answer: each requested uuid once, in some order
+        items = [{"messageUuid": u, "code": 200} for u in reversed(dict.fromkeys(requested))]
+    verdict = interpret(200, orjson.dumps({"errors": False, "items": items}), requested)
+    codes, missing, malformed = per_item(items, requested)
+    assert list(verdict.codes.items()) == codes
+    assert (verdict.missing, verdict.malformed_items) == (missing, malformed)
+    if all(asked == asked.lower() for asked in requested):
+        # Keyed by the request's own strings (the parsed answer is not kept alive).
+        assert all(any(key is asked for asked in requested) for key in verdict.codes)

@@ -192,3 +192,42 @@ def test_a_record_taken_in_while_a_skip_is_being_committed_is_no_conflict() -> N
     assert tracker.commit_point() == 501  # the marker at 500 is behind us too
     tracker.done(501)
     assert tracker.commit_point() == 502
+
+
+def test_a_poll_that_does_not_strictly_increase_is_refused_whole() -> None:
+    tracker = tracker_with(3)
+    for bad in ([5, 7, 7], [6, 4], [3, 8]):
+        with pytest.raises(ValueError, match=r"increase|not after"):
+            tracker.extend(bad)
+        assert (tracker.pending, tracker.window) == (1, 1)  # nothing of it tracked
+    tracker.extend([])
+    tracker.extend([4, 9])
+    tracker.done(3)
+    assert tracker.commit_point() == 4
+
+
+@given(
+    st.lists(st.integers(1, 3), min_size=1, max_size=60),
+    st.lists(st.integers(1, 7), min_size=1, max_size=20),
+    st.randoms(use_true_random=False),
+)
+def test_polls_tracked_at_once_behave_like_records_tracked_one_by_one(
+    gaps: list[int], cuts: list[int], rng: random.Random
+) -> None:
+    offsets = list(itertools.accumulate(gaps))
+    one_by_one, by_poll = tracker_with(*offsets), OffsetTracker()
+    polls, rest = [], offsets
+    for cut in itertools.cycle(cuts):
+        if not rest:
+            break
+        polls.append(rest[:cut])
+        rest = rest[cut:]
+    for poll in polls:
+        by_poll.extend(poll)
+    order = list(offsets)
+    rng.shuffle(order)
+    for offset in order:
+        one_by_one.done(offset)
+        by_poll.done(offset)
+        assert by_poll.commit_point() == one_by_one.commit_point()
+        assert (by_poll.pending, by_poll.window) == (one_by_one.pending, one_by_one.window)

@@ -9,7 +9,13 @@ import orjson
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streamstop.core.results import Resolution, Status, build_result, format_timestamp
+from streamstop.core.results import (
+    Resolution,
+    ResultValues,
+    Status,
+    build_result,
+    format_timestamp,
+)
 
 FIELDS = [
     "schemaVersion",
@@ -160,3 +166,94 @@ def test_a_result_held_in_memory_costs_about_its_size() -> None:
     finally:
         tracemalloc.stop()
     assert per_result < 2 * max(len(value) for value in held)
+
+
+def reference(
+    uuid: str | None,
+    resolution: Resolution,
+    request_id: str | None,
+    source: tuple[str, int],
+    offset: int,
+    batch_id: str | None,
+    received_at: str,
+    completed_at: str,
+) -> bytes:
+    """A result as one orjson dump of its fields in SPEC order: what the fragments in
+    `ResultValues` must add up to, byte for byte."""
+    return orjson.dumps(
+        {
+            "schemaVersion": 1,
+            "messageUuid": uuid,
+            "status": resolution.status,
+            "code": resolution.code,
+            "error": resolution.error,
+            "requestId": request_id,
+            "source": {"topic": source[0], "partition": source[1], "offset": offset},
+            "batchId": batch_id,
+            "attempts": resolution.attempts,
+            "receivedAt": received_at,
+            "completedAt": completed_at,
+        }
+    )
+
+
+resolutions = st.builds(
+    Resolution,
+    st.sampled_from(Status),
+    st.none() | st.integers(-(2**63), 2**63 - 1),
+    st.none() | st.text(max_size=30),
+    st.integers(0, 10_000),
+)
+records = st.tuples(
+    st.none() | st.uuids().map(str) | st.text(max_size=40),
+    resolutions,
+    st.none() | st.text(max_size=30),
+    st.tuples(st.text(min_size=1, max_size=20), st.integers(0, 2**31 - 1)),
+    st.integers(0, 2**63 - 1),
+    st.text(max_size=30) | st.floats(0, 4e9).map(format_timestamp),
+)
+
+
+@given(
+    batch_id=st.none() | st.text(max_size=20),
+    completed_at=st.text(max_size=30) | st.floats(0, 4e9).map(format_timestamp),
+    slice_records=st.lists(records, max_size=30),
+)
+def test_a_slice_of_results_is_each_result_encoded_alone(
+    batch_id: str | None,
+    completed_at: str,
+    slice_records: list[tuple[str | None, Resolution, str | None, tuple[str, int], int, str]],
+) -> None:
+    """Fragments shared by records (a resolution's, a partition's, a receive time's)
+    never leak into a record they do not belong to, whatever the text in them."""
+    values = ResultValues(batch_id, completed_at)
+    for uuid, resolution, request_id, source, offset, received_at in slice_records:
+        expected = reference(
+            uuid, resolution, request_id, source, offset, batch_id, received_at, completed_at
+        )
+        assert values.value(uuid, resolution, request_id, source, offset, received_at) == expected
+
+
+def test_records_of_one_slice_share_its_fragments_and_keep_their_own_fields() -> None:
+    values = ResultValues("b-1", format_timestamp(2.0))
+    stopped, failed = (
+        Resolution(Status.STOPPED, 200, None, 1),
+        Resolution(Status.FAILED, None, 'HTTP 400: "bad"', 3),
+    )
+    first, second = format_timestamp(1.0), format_timestamp(1.5)
+    cases = [
+        ("2a28d557-22a1-4be6-8908-1481723043dd", stopped, "r-1", ("in", 0), 7, first),
+        ("2a28d557-22a1-4be6-8908-1481723043de", failed, None, ("in", 1), 8, first),
+        ("2a28d557-22a1-4be6-8908-1481723043df", stopped, 'r\n"3', ("other", 0), 9, second),
+        ("2a28d557-22a1-4be6-8908-1481723043dd", failed, "é", ("in", 0), 10, second),
+    ]
+    for uuid, resolution, request_id, source, offset, received in cases:
+        decoded = orjson.loads(values.value(uuid, resolution, request_id, source, offset, received))
+        assert (decoded["messageUuid"], decoded["status"], decoded["attempts"]) == (
+            uuid,
+            resolution.status,
+            resolution.attempts,
+        )
+        assert (decoded["requestId"], decoded["receivedAt"]) == (request_id, received)
+        assert decoded["source"] == {"topic": source[0], "partition": source[1], "offset": offset}
+        assert (decoded["batchId"], decoded["completedAt"]) == ("b-1", "1970-01-01T00:00:02.000Z")

@@ -150,6 +150,24 @@ async def test_record_batches_never_exceed_the_topic_limit() -> None:
     assert keys(delivered(producers)) == keys((m.key, m.value, []) for m in messages)
 
 
+@pytest.mark.parametrize("below", [-1, 0, 1, 40, 60, 70, 75, 80, 93, 120])
+async def test_a_bare_result_near_the_limit_is_cut_only_when_it_does_not_fit(below: int) -> None:
+    limit = 4_096
+    publisher, producers, _ = publisher_with({"out": limit})
+    await publisher.start()
+    key = result(1).key or b""
+    padding = limit - below - len(key) - len(b'{"requestId":"","status":"stopped"}')
+    value = b'{"requestId":"%s","status":"stopped"}' % (b"r" * padding)
+    message = OutMessage("out", key, value, [], Kind.RESULT, None)
+    await publisher.publish([message])
+    ((sent,),) = [producer.sent for producer in producers]
+    assert sent.size <= limit
+    ((_, delivered_value, _),) = sent.records
+    alone = BatchBuilder(10 * limit, 0)
+    alone.append(timestamp=None, key=key, value=value, headers=[])
+    assert (delivered_value == value) == (alone.size() <= limit), "cut only when it must be"
+
+
 async def test_a_result_too_large_goes_without_its_copied_headers() -> None:
     publisher, producers, _ = publisher_with({"out": 65_536})
     await publisher.start()

@@ -12,8 +12,11 @@ int objects, which never shrinks as records finish.
 
 from __future__ import annotations
 
+import itertools
+import operator
 from array import array
 from bisect import bisect_left
+from collections.abc import Sequence
 
 
 class OffsetTracker:
@@ -31,33 +34,45 @@ class OffsetTracker:
 
     def add(self, offset: int) -> None:
         """Track a consumed record; offsets must strictly increase."""
-        last = self._last
-        if last is not None and offset <= last:
-            raise ValueError(f"offset {offset} not after the last consumed offset {last}")
+        self.extend((offset,))
+
+    def extend(self, offsets: Sequence[int]) -> None:
+        """Track a poll's consumed records of this partition, in consume order; offsets
+        must strictly increase (nothing is tracked when they do not)."""
+        if not offsets:
+            return
+        first, last = offsets[0], self._last
+        if last is not None and first <= last:
+            raise ValueError(f"offset {first} not after the last consumed offset {last}")
+        if not all(map(operator.lt, offsets, itertools.islice(offsets, 1, None))):
+            raise ValueError(f"offsets {list(offsets)} do not strictly increase")
         if self._committed is None:
             # Committing where consumption started is no progress: the baseline.
-            self._committed = offset
-        self._last = offset
-        self._offsets.append(offset)
-        self._done.append(0)
-        self._pending += 1
+            self._committed = first
+        self._last = offsets[-1]
+        self._offsets.extend(offsets)
+        self._done.extend(bytes(len(offsets)))
+        self._pending += len(offsets)
 
     def done(self, offset: int) -> None:
         """Mark a consumed record fully done (its results are acknowledged)."""
-        index = self._index(offset)
-        done = self._done
-        if index is None or done[index]:
+        offsets, done, head = self._offsets, self._done, self._head
+        # Exact when offsets have no gaps (the usual case), else past the right index.
+        index = head + offset - offsets[head] if head < len(offsets) else -1
+        if not (head <= index < len(offsets) and offsets[index] == offset):
+            index = self._search(offset)
+        if index < 0 or done[index]:
             raise KeyError(f"offset {offset} is not pending (unknown or already done)")
         done[index] = 1
         self._pending -= 1
-        if index != self._head:
+        if index != head:
             return
         head = done.find(0, index)
         if head < 0:  # everything consumed is done
-            del self._offsets[:], done[:]
+            del offsets[:], done[:]
             self._head = 0
         elif head * 2 >= len(done):  # drop the finished front, amortised O(1) a record
-            del self._offsets[:head], done[:head]
+            del offsets[:head], done[:head]
             self._head = 0
         else:
             self._head = head
@@ -74,18 +89,11 @@ class OffsetTracker:
             # progress (and a record taken in next does not become the baseline).
             self._committed = offset - 1
 
-    def _index(self, offset: int) -> int | None:
-        """Where `offset` is among the records not known done, or None."""
+    def _search(self, offset: int) -> int:
+        """Where `offset` is among the records not known done, or -1."""
         offsets = self._offsets
-        head = self._head
-        if head >= len(offsets):
-            return None
-        # Exact when offsets have no gaps (the usual case), else past the right index.
-        guess = head + offset - offsets[head]
-        if head <= guess < len(offsets) and offsets[guess] == offset:
-            return guess
-        index = bisect_left(offsets, offset, head)
-        return index if index < len(offsets) and offsets[index] == offset else None
+        index = bisect_left(offsets, offset, self._head)
+        return index if index < len(offsets) and offsets[index] == offset else -1
 
     def commit_point(self) -> int | None:
         """The next offset to read, to commit now; None when it has not moved past the
