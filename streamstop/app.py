@@ -22,7 +22,7 @@ import ssl
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import structlog
 from aiokafka.errors import KafkaError
@@ -39,11 +39,12 @@ from streamstop.metrics import Metrics
 from streamstop.partitions import Assignment
 from streamstop.pipeline import Pipeline
 from streamstop.publisher import Publisher
-from streamstop.rebalance import RebalanceListener
+from streamstop.rebalance import Commits, RebalanceListener
 from streamstop.stopclient import StopClient
 from streamstop.stopper import Stopper
 from streamstop.topics import TopicLimits, TopicMissing, usable_topics
-from streamstop.writer import ResultWriter
+from streamstop.transactions import Transactions
+from streamstop.writer import ResultWriter, TransactionalWriter
 
 log = structlog.get_logger("streamstop.app")
 
@@ -166,24 +167,32 @@ class Daemon:
         self._closing(stack, admin.close)
         # Checked before any client names them; a compacted output topic is exit 2.
         topics = await self._until_usable(lambda: usable_topics(admin, settings), "checking topics")
-        publisher = Publisher(
-            lambda: make_producer(settings), TopicLimits(admin, topics), self.metrics
-        )
-        await self._until_usable(publisher.start, "starting the producer")
-        self._closing(stack, publisher.stop)
+        limits = TopicLimits(admin, topics)
+        publisher = None
+        if settings.delivery.guarantee == "at_least_once":  # else a producer per partition
+            publisher = Publisher(lambda: make_producer(settings), limits, self.metrics)
+            await self._until_usable(publisher.start, "starting the producer")
+            self._closing(stack, publisher.stop)
         consumer = await self._until_usable(self._start_consumer, "joining the consumer group")
         self._closing(stack, consumer.stop)  # leaves the group
 
         assignment = Assignment()
-        writer = ResultWriter(
-            publisher,
-            assignment,
-            self.metrics,
-            output_topic=kafka.output_topic,
-            dlq_topic=kafka.dlq_topic,
-        )
+        outputs = {"output_topic": kafka.output_topic, "dlq_topic": kafka.dlq_topic}
+        writer: ResultWriter
+        committer: Commits
+        writes: Writes
+        transactions = None
+        if publisher is None:
+            transactional = TransactionalWriter(assignment, self.metrics, **outputs)
+            transactions = Transactions(
+                settings, limits, self.metrics, transactional.build, consumer, assignment.progress
+            )
+            self._closing(stack, transactions.stop)  # before the consumer leaves the group
+            writer, committer, writes = transactional, transactions, transactions
+        else:
+            writer = ResultWriter(publisher, assignment, self.metrics, **outputs)
+            committer, writes = Committer(consumer, assignment, self.metrics), publisher
         pipeline = Pipeline(settings, consumer, assignment, stopper, writer, self.metrics)
-        committer = Committer(consumer, assignment, self.metrics)
         listener = RebalanceListener(
             consumer,
             assignment,
@@ -192,15 +201,17 @@ class Daemon:
             drain=pipeline.drain,
             position=pipeline.position,
             revoke_timeout_s=settings.lifecycle.revoke_timeout_s,
+            transactions=transactions,
         )
         consumer.subscribe([kafka.input_topic], listener=listener)
         tasks = [
             asyncio.create_task(pipeline.consume(), name="consume"),
-            asyncio.create_task(committer.run(), name="commit"),
             asyncio.create_task(LagMonitor(consumer, assignment, self.metrics).run(), name="lag"),
         ]
+        if isinstance(committer, Committer):  # exactly_once commits in transactions
+            tasks.append(asyncio.create_task(committer.run(), name="commit"))
         self._live = lambda: self._liveness(pipeline, tasks)
-        self._ready = lambda: _readiness(assignment, pipeline, publisher, stopper)
+        self._ready = lambda: _readiness(assignment, pipeline, writes, stopper)
         # Everything built so far lives as long as the process: move it out of the
         # collector's sight, so full collections only walk objects made since (full
         # collections over the start-up heap took ~50 ms each, paid by every record).
@@ -217,7 +228,7 @@ class Daemon:
     async def _serve(
         self,
         pipeline: Pipeline,
-        committer: Committer,
+        committer: Commits,
         assignment: Assignment,
         tasks: list[asyncio.Task[None]],
     ) -> int:
@@ -367,13 +378,21 @@ class Daemon:
         return None
 
 
+class Writes(Protocol):
+    """What writes results to Kafka: the publisher, or the partitions' transactions."""
+
+    @property
+    def unauthorized(self) -> str | None:
+        """Why Kafka refuses our writes, while it does."""
+
+
 def _readiness(
-    assignment: Assignment, pipeline: Pipeline, publisher: Publisher, stopper: Stopper
+    assignment: Assignment, pipeline: Pipeline, writes: Writes, stopper: Stopper
 ) -> str | None:
     if pipeline.kafka_problem is not None:
         return pipeline.kafka_problem
-    if publisher.unauthorized is not None:
-        return f"Kafka refuses our writes: {publisher.unauthorized}"
+    if writes.unauthorized is not None:
+        return f"Kafka refuses our writes: {writes.unauthorized}"
     if stopper.holding:
         return "stop API configuration error"
     if not assignment.joined:

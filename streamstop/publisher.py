@@ -9,6 +9,10 @@ error, is a hold (readiness false for authorization), never an exit. If Kafka re
 batch as too large anyway (the limit was lowered at runtime), the limit is read again and
 the producer replaced: aiokafka's idempotent producer cannot recover the partition's
 sequence numbers after such a refusal.
+
+Under `exactly_once` each input partition has a Publisher of its own around its
+transactional producer (`transactions.py`): the same batches, marked transactional,
+submitted inside the partition's transaction and acknowledged before it commits.
 """
 
 from __future__ import annotations
@@ -85,13 +89,22 @@ Failed = list[tuple[OutMessage, BaseException]]
 
 class Publisher:
     """Sends messages through one idempotent producer (acks=all), replaced when Kafka
-    leaves it unable to go on."""
+    leaves it unable to go on; or through a transactional one (`transactional`), whose
+    failures are its owner's to handle."""
 
-    def __init__(self, make_producer: Callable[[], Any], limits: Limits, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        make_producer: Callable[[], Any],
+        limits: Limits,
+        metrics: Metrics,
+        *,
+        transactional: bool = False,
+    ) -> None:
         self._make_producer = make_producer
         self._producer: Any = None
         self._limits = limits
         self._metrics = metrics
+        self._transactional = transactional
         self._round_robin = 0
         self._replacing: asyncio.Task[None] | None = None
         self.unauthorized: str | None = None  # why Kafka refuses us, while it does
@@ -111,6 +124,11 @@ class Publisher:
         """Flush and stop the producer."""
         if self._producer is not None:
             await self._producer.stop()
+
+    @property
+    def producer(self) -> Any:
+        """The started producer (for its transactions)."""
+        return self._producer
 
     async def publish(self, messages: Sequence[OutMessage]) -> None:
         """Return once Kafka acknowledged every message whose owner is not revoked.
@@ -139,6 +157,13 @@ class Publisher:
             log.info("publish_authorized")
 
     async def _after_failure(self, failed: Failed) -> None:
+        await self.note_failures(failed)
+        if any(isinstance(e, _BROKEN_SEQUENCE) for _, e in failed):
+            await self._replace_producer()
+
+    async def note_failures(self, failed: Failed) -> None:
+        """What refused messages say: Kafka refuses our writes (`unauthorized`), or a
+        topic's limit was lowered (read again, so the next attempt fits)."""
         errors = [error for _, error in failed]
         unauthorized = next((e for e in errors if isinstance(e, _UNAUTHORIZED)), None)
         self.unauthorized = None if unauthorized is None else repr(unauthorized)
@@ -150,8 +175,6 @@ class Publisher:
                 topic=topic,
                 max_message_bytes=self._limits.max_message_bytes(topic),
             )
-        if any(isinstance(e, _BROKEN_SEQUENCE) for e in errors):
-            await self._replace_producer()
 
     async def _replace_producer(self) -> None:
         """A new producer (a new producer id): the old one's sequence for a partition is
@@ -170,8 +193,15 @@ class Publisher:
         await self._producer.start()
 
     async def _send_all(self, messages: list[OutMessage]) -> Failed:
-        """Build record batches per partition (no per-record `send()`), submit them all,
-        then wait for every ack. Returns the messages that failed, with why."""
+        """Submit every message, then wait for every ack. Returns the messages that
+        failed, with why."""
+        sent, failed = await self.submit(messages)
+        return failed + await self.acks(sent)
+
+    async def submit(self, messages: Sequence[OutMessage]) -> tuple[list[Sent], Failed]:
+        """Build record batches per partition (no per-record `send()`) and queue them,
+        without waiting for acks. Returns what was queued, and what could not be (with
+        why)."""
         producer = self._producer
         groups: dict[tuple[str, int], list[OutMessage]] = {}
         failed: Failed = []
@@ -197,9 +227,9 @@ class Publisher:
                     failed.extend((message, exc) for message in chunk)
                     continue
                 sent.append((chunk, future))
-        return failed + await self._acks(sent)
+        return sent, failed
 
-    async def _acks(self, sent: list[Sent]) -> Failed:
+    async def acks(self, sent: list[Sent]) -> Failed:
         """Wait for the acks; messages of revoked partitions are not waited for."""
         failed: Failed = []
         waiting = {future: chunk for chunk, future in sent}
@@ -223,7 +253,7 @@ class Publisher:
         """Split one partition's messages into record batches of at most `limit` bytes;
         a message that would not fit even alone is cut to fit first."""
         size = min(limit, MAX_BATCH_BYTES)
-        batch = BatchBuilder(size, 0)
+        batch = BatchBuilder(size, 0, is_transactional=self._transactional)
         chunk: list[OutMessage] = []
         for message in group:
             headers = list(message.headers)
@@ -237,7 +267,7 @@ class Publisher:
                 # Full (and closed by aiokafka): this message opens the next one. The
                 # first record of a batch is always taken, and it fits (checked above).
                 yield chunk, batch
-                batch, chunk = BatchBuilder(size, 0), []
+                batch, chunk = BatchBuilder(size, 0, is_transactional=self._transactional), []
                 batch.append(timestamp=None, key=message.key, value=message.value, headers=headers)
             chunk.append(message)
         # Closed batches are sent at once: nothing else will be added to them, so

@@ -7,6 +7,11 @@ Results leave in slices of `PUBLISH_SLICE` uuids, oldest batch first, with at mo
 `MAX_SLICES_IN_FLIGHT` slices built and not yet acknowledged over every batch: that bounds
 their memory whatever the number of batches answered at once. Records of a revoked
 partition get no result from here. This module never commits and never calls the API.
+
+Under `exactly_once` (`TransactionalWriter`) nothing is published here: each record's
+decision (and DLQ copy) waits in its partition's sink, and its result is built when a
+transaction takes it (so a result held back behind an unresolved record costs little
+memory), keeping the time it was decided.
 """
 
 from __future__ import annotations
@@ -69,7 +74,7 @@ class ResultWriter:
 
     def __init__(
         self,
-        publisher: Publisher,
+        publisher: Publisher | None,
         assignment: Assignment,
         metrics: Metrics,
         *,
@@ -127,9 +132,11 @@ class ResultWriter:
         self,
         answered: Iterable[tuple[str | None, Resolution, Pending]],
         batch_id: str | None,
+        completed: str | None = None,
     ) -> Results:
-        """Result events for `(uuid, resolution, record)`; none for a revoked partition."""
-        completed = format_timestamp(time.time())
+        """Result events for `(uuid, resolution, record)`, decided at `completed` (now
+        unless given); none for a revoked partition."""
+        completed = completed or format_timestamp(time.time())
         output = self._output
         messages: list[OutMessage] = []
         recs: list[Pending] = []
@@ -173,6 +180,7 @@ class ResultWriter:
         self, results: Results, batch: Batch[Pending] | None, answered: Iterable[tuple[str, Any]]
     ) -> None:
         messages, recs, statuses = results
+        assert self._publisher is not None, "exactly_once publishes in transactions"
         await self._publisher.publish(messages)
         self._assignment.records_done(recs)
         if recs:
@@ -202,3 +210,79 @@ def _waiting(
             log.error("answer_without_records", batch_id=batch_id)
         for rec in waiting:
             yield uuid, resolution, rec
+
+
+class Decided(NamedTuple):
+    """A record's decision, waiting in its partition's sink for a transaction (the
+    result is built from it then); with its DLQ copy, already cut to fit, if any."""
+
+    uuid: str | None
+    resolution: Resolution
+    rec: Pending
+    batch_id: str | None
+    completed: str
+    dlq_copy: OutMessage | None
+
+
+class TransactionalWriter(ResultWriter):
+    """`exactly_once`: hands each record's decision to its partition's sink, and builds
+    results when a transaction takes them."""
+
+    def __init__(
+        self, assignment: Assignment, metrics: Metrics, *, output_topic: str, dlq_topic: str
+    ) -> None:
+        super().__init__(None, assignment, metrics, output_topic=output_topic, dlq_topic=dlq_topic)
+
+    async def write_answers(
+        self, answers: dict[str, Resolution], batch: Batch[Pending], batch_id: str, seq: int
+    ) -> None:
+        """Every record of `batch` waiting for `answers` is decided."""
+        completed = format_timestamp(time.time())
+        for uuid, resolution, rec in _waiting(list(answers.items()), batch, batch_id):
+            self._decided(Decided(uuid, resolution, rec, batch_id, completed, None))
+        for uuid in answers:
+            batch.release(uuid)
+        self._assignment.progress.set()
+
+    async def write_local(self, answers: Sequence[LocalAnswer]) -> None:
+        """Records answered without the API are decided, with their DLQ copies."""
+        completed = format_timestamp(time.time())
+        invalid = 0
+        for answer in answers:
+            resolution, copy = answer.resolution, None
+            if resolution.status is Status.INVALID:
+                invalid += 1
+                if self._dlq:
+                    copy = self._dlq_copy(answer.raw, resolution.error or "", answer.rec)
+            self._decided(Decided(answer.uuid, resolution, answer.rec, None, completed, copy))
+        self._metrics.invalid_records.inc(invalid)
+        if self._dlq:
+            self._metrics.dlq_records.inc(invalid)
+        self._assignment.progress.set()
+
+    @staticmethod
+    def _decided(decided: Decided) -> None:
+        sink = decided.rec.part.sink
+        if sink is not None and not decided.rec.part.revoked:
+            sink.hold(decided)
+
+    def build(self, decisions: Sequence[Decided]) -> Results:
+        """The result events (and DLQ copies) of `decisions`, as decided."""
+        runs: dict[tuple[str | None, str], list[tuple[str | None, Resolution, Pending]]] = {}
+        copies: list[OutMessage] = []
+        for decided in decisions:
+            runs.setdefault((decided.batch_id, decided.completed), []).append(
+                (decided.uuid, decided.resolution, decided.rec)
+            )
+            if decided.dlq_copy is not None:
+                copies.append(decided.dlq_copy)
+        messages: list[OutMessage] = []
+        recs: list[Pending] = []
+        statuses: collections.Counter[str] = collections.Counter()
+        for (batch_id, completed), answered in runs.items():
+            built = self._results(answered, batch_id, completed)
+            messages += built.messages
+            recs += built.recs
+            statuses += built.statuses
+        messages += copies
+        return Results(messages, recs, statuses)
