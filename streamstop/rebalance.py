@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 import structlog
 from aiokafka import ConsumerRebalanceListener, TopicPartition
+from aiokafka.coordinator.assignors.sticky.sticky_assignor import StickyPartitionAssignor
 from aiokafka.errors import IllegalStateError
 
 from streamstop.committer import commit_budget
@@ -76,6 +77,7 @@ class RebalanceListener(ConsumerRebalanceListener):  # type: ignore[misc]
         `exactly_once`, until their producer started and fenced older owners)."""
         parts = self._assignment.assign(assigned)
         if self._transactions is not None:
+            _tell_sticky_assignor_the_generation(self._consumer)
             self._transactions.keep_only(assigned)
         if parts:
             self._consumer.pause(*assigned)
@@ -118,11 +120,20 @@ class RebalanceListener(ConsumerRebalanceListener):  # type: ignore[misc]
         log.info(
             "partitions_revoked",
             partitions=_names(revoked),
-            drained=drained,
+            # exactly_once: what the drain left decided is committed by the last transaction.
+            drained=drained or not left,
             left_uncommitted=left,
             dropped_records=dropped,
             duration_ms=round((time.monotonic() - began) * 1000),
         )
+
+
+def _tell_sticky_assignor_the_generation(consumer: Any) -> None:
+    """aiokafka never tells its sticky assignor the generation it joined: every member
+    then claims its partitions at generation -1, and a member back from a pause claims its
+    old partitions as strongly as their new owner does (the assignor picks one of the two
+    and logs a warning). Told, the newer claim wins, as the assignor intends."""
+    StickyPartitionAssignor.on_generation_assignment(consumer._coordinator.generation)
 
 
 def _names(tps: set[TopicPartition]) -> list[str]:

@@ -178,6 +178,7 @@ class PartitionSink:
         self._holdback: Holdback[Decided] = Holdback()
         self._wake = asyncio.Event()
         self._closing = False
+        self.serving = False  # positioned and running transactions
         self._aborts = 0
         self._logged = float("-inf")
         self.commits = 0
@@ -201,6 +202,7 @@ class PartitionSink:
 
     async def run(self) -> None:
         """Transactions one after the other until closed. Raises TransactionFailed."""
+        self.serving = True
         while True:
             released = self._release(self._max_records)
             if released is None:
@@ -329,6 +331,7 @@ class Transactions:
         self._failures: collections.Counter[TopicPartition] = collections.Counter()
         self._refused: str | None = None  # why Kafka refuses a producer's start, while it does
         self._hold_logged = float("-inf")
+        self._stopped = False
         # Set by the rebalance listener: drops a failed partition's work, restarts it.
         self.restart: Restart = lambda part, delay_s: None
 
@@ -355,6 +358,8 @@ class Transactions:
         """Give each new partition a sink, with the producer kept for it or a new one.
         After `delay_s` the producer starts (fencing any older owner), then the partition's
         committed offset is read afresh and it is handed to `position`."""
+        if self._stopped:
+            return  # shutting down: a rebalance while leaving the group starts nothing
         for part in parts:
             producer = self._kept.pop(part.tp, None) or self._new_producer(part.tp)
             sink = PartitionSink(
@@ -385,6 +390,7 @@ class Transactions:
 
     async def stop(self) -> None:
         """Shutdown: every sink and producer stops."""
+        self._stopped = True
         await self.commit(timeout_s=0.1)
         for tp in list(self._kept):
             self._stop_later(self._kept.pop(tp))
@@ -503,7 +509,9 @@ class Transactions:
             return True
         sink, task = entry
         sink.close()
-        done, _ = await asyncio.wait([task], timeout=timeout_s)
+        # Not serving yet (waiting to restart, starting its producer): nothing to commit,
+        # and starting a producer now could fence the partition's next owner.
+        done, _ = await asyncio.wait([task], timeout=timeout_s if sink.serving else 0)
         if not done:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)

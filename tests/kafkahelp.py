@@ -416,6 +416,26 @@ async def end_offsets_async(bootstrap: str, topic: str) -> dict[int, int]:
         return {tp.partition: offset for tp, offset in (await consumer.end_offsets(tps)).items()}
 
 
+async def stable_offsets_async(bootstrap: str, topic: str) -> dict[int, tuple[int, int]]:
+    """(last stable offset, high watermark) per partition of `topic`. The first is below
+    the second while a transaction that wrote to the partition is open."""
+    async with _consumer(bootstrap, isolation_level="read_committed") as committed:
+        tps = await _topic_partitions(bootstrap, topic)
+        stable = await committed.end_offsets(tps)
+    async with _consumer(bootstrap) as uncommitted:
+        high = await uncommitted.end_offsets(tps)
+    return {tp.partition: (stable[tp], high[tp]) for tp in tps}
+
+
+async def group_protocol_async(bootstrap: str, group: str) -> str:
+    """The partition assignment strategy the consumer group runs with now ("" between
+    generations)."""
+    async with _admin(bootstrap) as admin:
+        (response,) = await admin.describe_consumer_groups([group])
+    (described,) = response.to_object()["groups"]
+    return str(described["protocol"])
+
+
 async def committed_offsets_async(bootstrap: str, group: str, topic: str) -> dict[int, int]:
     """Offsets `group` has committed on `topic`, per partition; uncommitted ones are absent.
 
@@ -499,6 +519,8 @@ produce = blocking(produce_async)
 produce_bad_header = blocking(produce_bad_header_async)
 consume_all = blocking(consume_all_async)
 end_offsets = blocking(end_offsets_async)
+stable_offsets = blocking(stable_offsets_async)
+group_protocol = blocking(group_protocol_async)
 committed_offsets = blocking(committed_offsets_async)
 commit_offsets = blocking(commit_offsets_async)
 lag = blocking(lag_async)
