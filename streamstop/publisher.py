@@ -50,7 +50,7 @@ LOG_EVERY_S = 30.0
 MAX_BATCH_BYTES = 256 * 1024
 _REFUSED_TOO_LARGE = (MessageSizeTooLargeError, RecordListTooLargeError)
 _BROKEN_SEQUENCE = (*_REFUSED_TOO_LARGE, OutOfOrderSequenceNumber)
-_UNAUTHORIZED = (
+UNAUTHORIZED = (
     TopicAuthorizationFailedError,
     ClusterAuthorizationFailedError,
     TransactionalIdAuthorizationFailed,
@@ -165,7 +165,7 @@ class Publisher:
         """What refused messages say: Kafka refuses our writes (`unauthorized`), or a
         topic's limit was lowered (read again, so the next attempt fits)."""
         errors = [error for _, error in failed]
-        unauthorized = next((e for e in errors if isinstance(e, _UNAUTHORIZED)), None)
+        unauthorized = next((e for e in errors if isinstance(e, UNAUTHORIZED)), None)
         self.unauthorized = None if unauthorized is None else repr(unauthorized)
         too_large = {m.topic for m, e in failed if isinstance(e, _REFUSED_TOO_LARGE)}
         for topic in too_large:

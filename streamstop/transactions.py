@@ -39,14 +39,19 @@ from typing import Any, Protocol
 
 import structlog
 from aiokafka import TopicPartition
-from aiokafka.errors import IllegalStateError, KafkaError, TransactionalIdAuthorizationFailed
+from aiokafka.errors import (
+    GroupAuthorizationFailedError,
+    IllegalStateError,
+    KafkaError,
+    TransactionalIdAuthorizationFailed,
+)
 
 from streamstop.config import Settings
 from streamstop.core.holdback import Holdback, Released
 from streamstop.kafkaclients import make_transactional_producer, transactional_id
 from streamstop.metrics import Metrics
 from streamstop.partitions import Partition
-from streamstop.publisher import Failed, Limits, Publisher, Sent
+from streamstop.publisher import UNAUTHORIZED, Failed, Limits, Publisher, Sent
 from streamstop.writer import Decided, Results
 
 log = structlog.get_logger("streamstop.transactions")
@@ -76,6 +81,18 @@ class Build(Protocol):
 
 class _Aborted(Exception):
     """The transaction must abort; the producer can go on."""
+
+
+class Refusal:
+    """Why Kafka refuses the partitions' transactional writes, while it does (readiness):
+    set by a sink whose transaction failed for want of an ACL, cleared by a commit."""
+
+    def __init__(self) -> None:
+        self.reason: str | None = None
+
+    def noted(self, error: BaseException) -> None:
+        if isinstance(error, (*UNAUTHORIZED, GroupAuthorizationFailedError)):
+            self.reason = repr(error)
 
 
 class PartitionProducer:
@@ -165,12 +182,14 @@ class PartitionSink:
         metrics: Metrics,
         progress: asyncio.Event,
         settings: Settings,
+        refusal: Refusal,
     ) -> None:
         self.part = part
         self.producer = producer
         self._build = build
         self._metrics = metrics
         self._progress = progress
+        self._refusal = refusal
         self._group_id = settings.kafka.group_id
         delivery = settings.delivery
         self._interval_s = delivery.transaction_interval_ms / 1000
@@ -265,6 +284,8 @@ class PartitionSink:
             # A batch Kafka refused took its sequence numbers with it: this producer
             # cannot write that partition again (aiokafka has no epoch bump, KIP-360).
             await self.producer.publisher.note_failures(failed)
+            for _, error in failed:
+                self._refusal.noted(error)
             raise TransactionFailed(f"a batch was refused: {failed[0][1]!r}")
 
     def _committed(self, statuses: collections.Counter[str], oldest: float) -> None:
@@ -274,6 +295,7 @@ class PartitionSink:
         part.committed = offset
         self.commits += 1
         self._aborts = 0
+        self._refusal.reason = None
         metrics.transactions.labels(outcome="committed").inc()
         metrics.commits.inc()
         metrics.committed_offset.labels(topic=part.tp.topic, partition=str(part.tp.partition)).set(
@@ -286,6 +308,7 @@ class PartitionSink:
         self._progress.set()
 
     async def _after_abort(self, exc: BaseException) -> None:
+        self._refusal.noted(exc)
         self._aborts += 1
         self._metrics.transactions.labels(outcome="aborted").inc()
         now = time.monotonic()
@@ -330,6 +353,7 @@ class Transactions:
         self._stopping: set[asyncio.Task[None]] = set()
         self._failures: collections.Counter[TopicPartition] = collections.Counter()
         self._refused: str | None = None  # why Kafka refuses a producer's start, while it does
+        self._refusal = Refusal()
         self._hold_logged = float("-inf")
         self._stopped = False
         # Set by the rebalance listener: drops a failed partition's work, restarts it.
@@ -338,16 +362,7 @@ class Transactions:
     @property
     def unauthorized(self) -> str | None:
         """Why Kafka refuses our transactional writes, while it does."""
-        if self._refused is not None:
-            return self._refused
-        return next(
-            (
-                sink.producer.publisher.unauthorized
-                for sink, _ in self._sinks.values()
-                if sink.producer.publisher.unauthorized is not None
-            ),
-            None,
-        )
+        return self._refused or self._refusal.reason
 
     def open(
         self,
@@ -363,7 +378,13 @@ class Transactions:
         for part in parts:
             producer = self._kept.pop(part.tp, None) or self._new_producer(part.tp)
             sink = PartitionSink(
-                part, producer, self._build, self._metrics, self._progress, self._settings
+                part,
+                producer,
+                self._build,
+                self._metrics,
+                self._progress,
+                self._settings,
+                self._refusal,
             )
             part.sink = sink
             task = asyncio.create_task(self._serve(sink, position, delay_s))
@@ -431,6 +452,7 @@ class Transactions:
         a hold (one line at the start and every 30 s), not an exit."""
         delay, max_delay = START_RETRY_S
         while True:
+            began = time.monotonic()
             try:
                 await producer.start()
             except (KafkaError, OSError, TimeoutError) as exc:
@@ -455,7 +477,11 @@ class Transactions:
                 self._refused = None
                 self._hold_logged = float("-inf")
                 self._metrics.kafka_hold.set(0)
-                log.info("transactional_producer_available", txn_id=producer.transactional_id)
+            log.info(
+                "transactional_producer_started",
+                txn_id=producer.transactional_id,
+                duration_ms=round((time.monotonic() - began) * 1000),
+            )
             return
 
     async def _seek_committed(self, part: Partition, producer: PartitionProducer) -> bool:

@@ -484,23 +484,32 @@ async def lag_async(bootstrap: str, group: str, topic: str) -> int:
     return sum(ends[tp] - committed.get(tp.partition, begins[tp]) for tp in tps)
 
 
-_TOPIC_RESOURCE, _LITERAL_PATTERN, _ANY_HOST = 2, 3, "*"
+# Kafka's resource and pattern types (org.apache.kafka.common.resource).
+TOPIC, TRANSACTIONAL_ID = 2, 5
+LITERAL, PREFIXED = 3, 4
+_ANY_HOST = "*"
 
 
 async def change_acls_async(
-    bootstrap: str, topic: str, acls: Sequence[tuple[str, int, int]], *, create: bool
+    bootstrap: str,
+    name: str,
+    acls: Sequence[tuple[str, int, int]],
+    *,
+    create: bool,
+    resource: tuple[int, int] = (TOPIC, LITERAL),
 ) -> None:
-    """Create (or delete) literal ACLs on `topic`: (principal, operation, permission) each,
-    with Kafka's codes for operation and permission (org.apache.kafka.common.acl)."""
+    """Create (or delete) ACLs on `name` (a literal topic unless `resource` says which
+    resource and pattern type): (principal, operation, permission) each, with Kafka's
+    codes for operation and permission (org.apache.kafka.common.acl)."""
     from aiokafka.protocol.admin import CreateAclsRequest, DeleteAclsRequest
 
     kind = CreateAclsRequest if create else DeleteAclsRequest
     async with _admin(bootstrap) as admin:
         for principal, operation, permission in acls:
             request = kind(
-                _TOPIC_RESOURCE,
-                topic,
-                _LITERAL_PATTERN,
+                resource[0],
+                name,
+                resource[1],
                 principal,
                 _ANY_HOST,
                 operation,

@@ -18,6 +18,8 @@ import pytest
 from daemon_proc import TEST_TOKEN, Daemon, running_daemon, wait_for
 from fakeapi_proc import running_fake_api
 from kafkahelp import (
+    PREFIXED,
+    TRANSACTIONAL_ID,
     KafkaBroker,
     Message,
     Position,
@@ -28,6 +30,7 @@ from kafkahelp import (
     stable_offsets,
 )
 from scenario import check_results, config_for, corpus, expected_result, topics_for, wait_committed
+from securekafka import USER, SecureKafka
 
 pytestmark = pytest.mark.kafka
 
@@ -434,4 +437,77 @@ def test_a_stop_sent_twice_is_answered_once(
         return status, code, uuid_
 
     per_record = check_results(messages, positions, results, topics["input"], expect)
+    assert set(per_record.values()) == {1}
+
+
+def test_producers_of_partitions_that_stay_are_kept(
+    kafka_bootstrap: str, make_topic: Any, tmp_path: Path
+) -> None:
+    # A second member joins and leaves: the first keeps the partitions it had (sticky)
+    # and their producers, and starts producers only for partitions new to it.
+    topics = topics_for(make_topic, dlq=False)
+    feeder = Feeder(kafka_bootstrap, topics["input"], chunk=100, every_s=0.3)
+
+    def started(daemon: Daemon) -> list[str]:
+        return [event["txn_id"] for event in daemon.events("transactional_producer_started")]
+
+    with running_fake_api("--token", TEST_TOKEN) as api, feeder.running():
+        config = config_for(tmp_path, kafka_bootstrap, topics, api.url, **EXACTLY_ONCE)
+        with running_daemon(config, tmp_path / "first.log") as first:
+            wait_for(lambda: len(started(first)) == 6, 60, "one producer per partition")
+            with running_daemon(config, tmp_path / "second.log") as second:
+                wait_for(lambda: len(started(second)) == 3, 60, "the second member's three")
+                assert len(owned(first)) == 3
+                assert len(started(first)) == 6, "no producer of the first one started again"
+                # Its producers took three of the first's transactional ids (fencing them).
+                assert set(started(second)) < set(started(first))
+                wait_for(
+                    lambda: first.metric("streamstop_transactional_producers") == 3,
+                    30,
+                    "the producers of partitions that went stopped",
+                )
+            wait_for(lambda: len(owned(first)) == 6, 60, "the first member takes all back")
+            wait_for(lambda: len(started(first)) == 9, 60, "producers for the three back")
+            assert first.metric("streamstop_transactional_producers") == 6
+            feeder.stop()
+            wait_committed(kafka_bootstrap, topics, 120, "everything committed")
+    results = read_committed(kafka_bootstrap, topics["output"], len(feeder.messages))
+    per_record = check_results(feeder.messages, feeder.positions, results, topics["input"])
+    assert set(per_record.values()) == {1}
+
+
+def test_a_refused_transactional_id_is_a_hold(
+    secure_kafka: SecureKafka, secure_topic: Any, tmp_path: Path
+) -> None:
+    # Without Write on its transactional ids the daemon cannot start a producer: a hold
+    # (not ready, one line every 30 s), nothing committed; the ACL back, it goes on.
+    topics = topics_for(secure_topic, dlq=False)
+    messages = corpus(2000, seed=31)
+    positions = produce(secure_kafka.bootstrap, topics["input"], messages)
+    prefix = f"streamstop-{topics['group']}-"
+    with running_fake_api("--token", TEST_TOKEN) as api:
+        config = config_for(
+            tmp_path,
+            secure_kafka.bootstrap,
+            topics,
+            api.url,
+            **secure_kafka.kafka_config("scram-sha-512"),
+            **EXACTLY_ONCE,
+        )
+        with (
+            secure_kafka.denied(f"User:{USER}", prefix, "WRITE", (TRANSACTIONAL_ID, PREFIXED)),
+            running_daemon(config, tmp_path / "d.log") as daemon,
+        ):
+            held = wait_for(
+                lambda: daemon.events("transactional_producer_unavailable"), 60, "the hold"
+            )
+            assert "TransactionalIdAuthorizationFailed" in held[0]["error"]
+            status, body = daemon.get("/readyz")
+            assert status == 503
+            assert "transactional id" in body
+            assert committed_offsets(secure_kafka.bootstrap, topics["group"], topics["input"]) == {}
+        with running_daemon(config, tmp_path / "after.log") as daemon:
+            wait_committed(secure_kafka.bootstrap, topics, 120, "done once the ACL is gone")
+    results = read_committed(secure_kafka.bootstrap, topics["output"], len(messages))
+    per_record = check_results(messages, positions, results, topics["input"])
     assert set(per_record.values()) == {1}
