@@ -552,7 +552,11 @@ class Transactions:
     def _stop_later(self, producer: PartitionProducer) -> None:
         task = asyncio.create_task(producer.stop())
         self._stopping.add(task)
-        task.add_done_callback(self._stopping.discard)
+        task.add_done_callback(self._producer_stopped)
+
+    def _producer_stopped(self, task: asyncio.Task[None]) -> None:
+        self._stopping.discard(task)
+        self._count_producers()
 
     def _count_producers(self) -> None:
         self._metrics.producers.set(len(self._sinks) + len(self._kept) + len(self._stopping))

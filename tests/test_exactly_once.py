@@ -229,13 +229,15 @@ def test_a_zombie_member_is_fenced(kafka_bootstrap: str, make_topic: Any, tmp_pa
         running_fake_api("--token", TEST_TOKEN, "--latency-ms", "20") as api,
         feeder.running(),
     ):
-        # Transactions open for a second: the stop lands in one sooner.
+        # Transactions open for a second: the stop lands in one sooner. A long transaction
+        # timeout: only B's fencing can end A's open transaction while A is stopped.
         config = config_for(
             tmp_path,
             kafka_bootstrap,
             topics,
             api.url,
             delivery__transaction_interval_ms=1000,
+            delivery__transaction_timeout_ms=600_000,
             **EXACTLY_ONCE,
         )
         with (
