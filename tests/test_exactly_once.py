@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 import pytest
 from daemon_proc import TEST_TOKEN, Daemon, running_daemon, wait_for
-from fakeapi_proc import running_fake_api
+from fakeapi_proc import FakeApi, running_fake_api
 from kafkahelp import (
     PREFIXED,
     TRANSACTIONAL_ID,
@@ -92,9 +92,30 @@ class Feeder:
             self._thread.join(60)
 
 
+@contextmanager
+def live_input(
+    bootstrap: str, topics: dict[str, str], *api_args: str, every_s: float = 0.3
+) -> Iterator[tuple[FakeApi, Feeder]]:
+    """The fake API (started with `api_args`), and cancel events arriving on the input
+    topic meanwhile."""
+    feeder = Feeder(bootstrap, topics["input"], chunk=200, every_s=every_s)
+    with running_fake_api("--token", TEST_TOKEN, *api_args) as api, feeder.running():
+        yield api, feeder
+
+
 def read_committed(bootstrap: str, topic: str, expected: int = 0) -> list[Any]:
     """Every record a read_committed consumer finds in `topic` now (or once `expected`)."""
     return consume_all(bootstrap, topic, expected, timeout_s=120, isolation_level="read_committed")
+
+
+def assert_exactly_one_each(
+    bootstrap: str, topics: dict[str, str], messages: list[Message], positions: list[Position]
+) -> None:
+    """A read_committed reader finds exactly one correct result per input record."""
+    results = read_committed(bootstrap, topics["output"], len(messages))
+    per_record = check_results(messages, positions, results, topics["input"])
+    assert len(per_record) == len(messages)
+    assert set(per_record.values()) == {1}
 
 
 def results_ahead_of_commits(bootstrap: str, topics: dict[str, str]) -> int:
@@ -138,8 +159,7 @@ def test_sigkills_mid_work_with_a_faulty_api(
     topics = topics_for(make_topic)
     rng = random.Random(15)
     kills: list[tuple[float, int]] = []
-    feeder = Feeder(kafka_bootstrap, topics["input"], chunk=200, every_s=0.5)
-    with running_fake_api("--token", TEST_TOKEN, *FAULTY_API) as api, feeder.running():
+    with live_input(kafka_bootstrap, topics, *FAULTY_API, every_s=0.5) as (api, feeder):
         config = config_for(
             tmp_path,
             kafka_bootstrap,
@@ -224,11 +244,7 @@ def test_a_zombie_member_is_fenced(kafka_bootstrap: str, make_topic: Any, tmp_pa
     # Member A is stopped mid-transaction past its session timeout: the group gives its
     # partitions to B, whose producers fence A's. A then wakes up believing it owns them.
     topics = topics_for(make_topic)
-    feeder = Feeder(kafka_bootstrap, topics["input"], chunk=200, every_s=0.3)
-    with (
-        running_fake_api("--token", TEST_TOKEN, "--latency-ms", "20") as api,
-        feeder.running(),
-    ):
+    with live_input(kafka_bootstrap, topics, "--latency-ms", "20") as (api, feeder):
         # Transactions open for a second: the stop lands in one sooner. A long transaction
         # timeout: only B's fencing can end A's open transaction while A is stopped.
         config = config_for(
@@ -274,10 +290,7 @@ def test_a_zombie_member_is_fenced(kafka_bootstrap: str, make_topic: Any, tmp_pa
             wait_committed(kafka_bootstrap, topics, 180, "both members finish everything")
             assert zombie.proc.poll() is None, "the zombie recovered by itself"
             assert other.proc.poll() is None
-    results = read_committed(kafka_bootstrap, topics["output"], len(feeder.messages))
-    per_record = check_results(feeder.messages, feeder.positions, results, topics["input"])
-    assert set(per_record.values()) == {1}
-    assert len(per_record) == len(feeder.messages)
+    assert_exactly_one_each(kafka_bootstrap, topics, feeder.messages, feeder.positions)
 
 
 def test_a_daemon_stalled_past_its_transaction_timeout(
@@ -287,11 +300,7 @@ def test_a_daemon_stalled_past_its_transaction_timeout(
     # aborts the open transaction and fences the producer; the daemon, still the owner,
     # must drop that work and redo it, never commit it nor exit.
     topics = topics_for(make_topic)
-    feeder = Feeder(kafka_bootstrap, topics["input"], chunk=200, every_s=0.3)
-    with (
-        running_fake_api("--token", TEST_TOKEN, "--latency-ms", "20") as api,
-        feeder.running(),
-    ):
+    with live_input(kafka_bootstrap, topics, "--latency-ms", "20") as (api, feeder):
         config = config_for(
             tmp_path,
             kafka_bootstrap,
@@ -318,10 +327,7 @@ def test_a_daemon_stalled_past_its_transaction_timeout(
             feeder.stop()
             wait_committed(kafka_bootstrap, topics, 180, "the daemon recovers by itself")
             assert daemon.proc.poll() is None, "no restart was needed"
-    results = read_committed(kafka_bootstrap, topics["output"], len(feeder.messages))
-    per_record = check_results(feeder.messages, feeder.positions, results, topics["input"])
-    assert set(per_record.values()) == {1}
-    assert len(per_record) == len(feeder.messages)
+    assert_exactly_one_each(kafka_bootstrap, topics, feeder.messages, feeder.positions)
 
 
 def test_broker_restart_mid_transaction(
@@ -331,11 +337,7 @@ def test_broker_restart_mid_transaction(
         pytest.skip("needs a broker this test session started (KAFKA_BOOTSTRAP is set)")
     bootstrap = kafka_broker.bootstrap
     topics = topics_for(make_topic)
-    feeder = Feeder(bootstrap, topics["input"], chunk=200, every_s=0.3)
-    with (
-        running_fake_api("--token", TEST_TOKEN, "--latency-ms", "20") as api,
-        feeder.running(),
-    ):
+    with live_input(bootstrap, topics, "--latency-ms", "20") as (api, feeder):
         config = config_for(tmp_path, bootstrap, topics, api.url, **EXACTLY_ONCE)
         with running_daemon(config, tmp_path / "d.log") as daemon:
             daemon.wait_ready()
@@ -358,10 +360,7 @@ def test_broker_restart_mid_transaction(
             feeder.stop()
             wait_committed(bootstrap, topics, 240, "the daemon recovers by itself")
             assert daemon.proc.poll() is None, "no restart was needed"
-    results = read_committed(bootstrap, topics["output"], len(feeder.messages))
-    per_record = check_results(feeder.messages, feeder.positions, results, topics["input"])
-    assert set(per_record.values()) == {1}
-    assert len(per_record) == len(feeder.messages)
+    assert_exactly_one_each(bootstrap, topics, feeder.messages, feeder.positions)
 
 
 def test_rolling_update_from_at_least_once_loses_nothing(
@@ -370,11 +369,7 @@ def test_rolling_update_from_at_least_once_loses_nothing(
     # Old (at-least-once) and new (exactly-once) members share the group for a while, as
     # in a rolling update; then the old one stops.
     topics = topics_for(make_topic)
-    feeder = Feeder(kafka_bootstrap, topics["input"], chunk=200, every_s=0.3)
-    with (
-        running_fake_api("--token", TEST_TOKEN, "--latency-ms", "20") as api,
-        feeder.running(),
-    ):
+    with live_input(kafka_bootstrap, topics, "--latency-ms", "20") as (api, feeder):
         (tmp_path / "old").mkdir()
         (tmp_path / "new").mkdir()
         old_config = config_for(tmp_path / "old", kafka_bootstrap, topics, api.url)
@@ -448,12 +443,11 @@ def test_producers_of_partitions_that_stay_are_kept(
     # A second member joins and leaves: the first keeps the partitions it had (sticky)
     # and their producers, and starts producers only for partitions new to it.
     topics = topics_for(make_topic, dlq=False)
-    feeder = Feeder(kafka_bootstrap, topics["input"], chunk=100, every_s=0.3)
 
     def started(daemon: Daemon) -> list[str]:
         return [event["txn_id"] for event in daemon.events("transactional_producer_started")]
 
-    with running_fake_api("--token", TEST_TOKEN) as api, feeder.running():
+    with live_input(kafka_bootstrap, topics) as (api, feeder):
         config = config_for(tmp_path, kafka_bootstrap, topics, api.url, **EXACTLY_ONCE)
         with running_daemon(config, tmp_path / "first.log") as first:
             wait_for(lambda: len(started(first)) == 6, 60, "one producer per partition")
@@ -473,9 +467,7 @@ def test_producers_of_partitions_that_stay_are_kept(
             assert first.metric("streamstop_transactional_producers") == 6
             feeder.stop()
             wait_committed(kafka_bootstrap, topics, 120, "everything committed")
-    results = read_committed(kafka_bootstrap, topics["output"], len(feeder.messages))
-    per_record = check_results(feeder.messages, feeder.positions, results, topics["input"])
-    assert set(per_record.values()) == {1}
+    assert_exactly_one_each(kafka_bootstrap, topics, feeder.messages, feeder.positions)
 
 
 def test_a_refused_transactional_id_is_a_hold(
@@ -510,6 +502,4 @@ def test_a_refused_transactional_id_is_a_hold(
             assert committed_offsets(secure_kafka.bootstrap, topics["group"], topics["input"]) == {}
         with running_daemon(config, tmp_path / "after.log") as daemon:
             wait_committed(secure_kafka.bootstrap, topics, 120, "done once the ACL is gone")
-    results = read_committed(secure_kafka.bootstrap, topics["output"], len(messages))
-    per_record = check_results(messages, positions, results, topics["input"])
-    assert set(per_record.values()) == {1}
+    assert_exactly_one_each(secure_kafka.bootstrap, topics, messages, positions)
