@@ -9,6 +9,8 @@ client and HTTP → stop the health server, within `lifecycle.shutdown_timeout_s
 Kafka being unreachable, a topic missing, or Kafka refusing us is a hold, not an exit: not
 ready, one line when it starts and at most every 30 s, recovery without a restart. A
 signal is acted on within a second at every stage; a second one exits at once.
+
+Never: exit while Kafka is merely unavailable, or wait past a budget for a close step.
 """
 
 from __future__ import annotations
@@ -185,7 +187,7 @@ class Daemon:
         if publisher is None:
             transactional = TransactionalWriter(assignment, self.metrics, **outputs)
             transactions = Transactions(
-                settings, limits, self.metrics, transactional.build, consumer, assignment.progress
+                settings, limits, self.metrics, transactional, consumer, assignment.progress
             )
             self._closing(stack, transactions.stop)  # before the consumer leaves the group
             writer, committer, writes = transactional, transactions, transactions
@@ -204,14 +206,17 @@ class Daemon:
             transactions=transactions,
         )
         consumer.subscribe([kafka.input_topic], listener=listener)
+        lag = LagMonitor(consumer, assignment, self.metrics)
         tasks = [
             asyncio.create_task(pipeline.consume(), name="consume"),
-            asyncio.create_task(LagMonitor(consumer, assignment, self.metrics).run(), name="lag"),
+            asyncio.create_task(lag.run(), name="lag"),
         ]
         if isinstance(committer, Committer):  # exactly_once commits in transactions
             tasks.append(asyncio.create_task(committer.run(), name="commit"))
         self._live = lambda: self._liveness(pipeline, tasks)
-        self._ready = lambda: _readiness(assignment, pipeline, writes, stopper)
+        self._ready = lambda: _readiness(
+            assignment, pipeline, writes, stopper, committer.problem or lag.problem
+        )
         # Everything built so far lives as long as the process: move it out of the
         # collector's sight, so full collections only walk objects made since (full
         # collections over the start-up heap took ~50 ms each, paid by every record).
@@ -373,7 +378,10 @@ class Daemon:
             if task.done():
                 return f"core task {task.get_name()} ended"
         stalled = time.monotonic() - pipeline.heartbeat
-        if stalled > self.settings.lifecycle.revoke_timeout_s + LIVENESS_GRACE_S:
+        grace = self.settings.lifecycle.revoke_timeout_s + LIVENESS_GRACE_S
+        # A poll waiting on Kafka (a rebalance with the coordinator away, say) is an
+        # outside outage, which a restart would not help.
+        if stalled > grace and not pipeline.in_poll:
             return f"consume loop stalled for {stalled:.0f}s"
         return None
 
@@ -382,17 +390,23 @@ class Writes(Protocol):
     """What writes results to Kafka: the publisher, or the partitions' transactions."""
 
     @property
-    def unauthorized(self) -> str | None:
-        """Why Kafka refuses our writes, while it does."""
+    def refused(self) -> str | None:
+        """Why Kafka refuses what we send, while it does."""
 
 
 def _readiness(
-    assignment: Assignment, pipeline: Pipeline, writes: Writes, stopper: Stopper
+    assignment: Assignment,
+    pipeline: Pipeline,
+    writes: Writes,
+    stopper: Stopper,
+    group_problem: str | None,
 ) -> str | None:
     if pipeline.kafka_problem is not None:
         return pipeline.kafka_problem
-    if writes.unauthorized is not None:
-        return f"Kafka refuses our writes: {writes.unauthorized}"
+    if group_problem is not None:
+        return group_problem
+    if writes.refused is not None:
+        return f"Kafka refuses our writes: {writes.refused}"
     if stopper.holding:
         return "stop API configuration error"
     if not assignment.joined:

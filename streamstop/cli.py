@@ -3,6 +3,9 @@
 Every command's `--help` says where the configuration comes from, how the environment
 overrides it, what the exit codes mean and where the docs are, so a first user needs
 nothing else to start.
+
+Never: print anything but the JSON on `check-config`'s stdout, or a traceback for a
+configuration problem.
 """
 
 from __future__ import annotations

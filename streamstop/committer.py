@@ -22,6 +22,7 @@ from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 
 from streamstop.metrics import Metrics
+from streamstop.outages import Failing
 from streamstop.partitions import Assignment, Partition
 
 log = structlog.get_logger("streamstop.committer")
@@ -39,6 +40,13 @@ class Committer:
         self._assignment = assignment
         self._metrics = metrics
         self._lock = asyncio.Lock()
+        self._failing = Failing("commits fail")
+
+    @property
+    def problem(self) -> str | None:
+        """Why commits have been failing for a while (the group coordinator away, a
+        group ACL taken away), while they do."""
+        return self._failing.problem
 
     async def run(self) -> None:
         """Commit what is done every COMMIT_INTERVAL_S, until cancelled."""
@@ -78,11 +86,14 @@ class Committer:
         try:
             await asyncio.wait_for(self._consumer.commit(offsets), timeout_s)
         except KafkaError as exc:
-            log.warning("commit_failed", error=repr(exc), partitions=len(offsets))
+            if self._failing.failed(repr(exc)):
+                log.warning("commit_failed", error=repr(exc), partitions=len(offsets))
             return False
         except TimeoutError:
-            log.warning("commit_timed_out", timeout_s=timeout_s, partitions=len(offsets))
+            if self._failing.failed(f"no answer within {timeout_s:g} s"):
+                log.warning("commit_timed_out", timeout_s=timeout_s, partitions=len(offsets))
             return False
+        self._failing.succeeded()
         self._metrics.commits.inc()
         for tp, offset in offsets.items():
             part = owners[tp]

@@ -1,4 +1,7 @@
-"""The operations HTTP server: `/livez`, `/readyz`, `/metrics`."""
+"""The operations HTTP server: `/livez`, `/readyz`, `/metrics`.
+
+Never: fail `/livez` for an outside outage (Kafka, the API): a restart would not help.
+"""
 
 from __future__ import annotations
 

@@ -8,6 +8,8 @@ streamstop.interpreter`), where the loop cannot feel them and whose memory is re
 when it exits. A documented answer of 10,000 items is about 0.7 MB, so only abnormal
 answers (padded, or full of items nobody asked for) ever pay for a process; one such
 parse runs at a time, which also bounds their memory.
+
+Never: parse a large answer on the event loop, or leave a child process behind.
 """
 
 from __future__ import annotations

@@ -4,12 +4,15 @@ Connection and security options (bootstrap servers, TLS, SASL, OAuth) are shared
 client, so the consumer, the producer and the admin client always reach the cluster the
 same way. Credentials are read again for every new connection: a rotated Secret (SASL
 password, CA, client certificate and key) reaches the next reconnect without a restart.
+
+Never: build a Kafka client anywhere else, or keep a secret it could read again.
 """
 
 from __future__ import annotations
 
 import os
 import ssl
+import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -273,8 +276,21 @@ async def explain_failure(exc: BaseException, settings: Settings, timeout_s: flo
     reason. A broker's own error (authorization, say) is described as it is.
     """
     if isinstance(exc, KafkaConnectionError | TimeoutError | OSError):
+        handled = sys.exc_info()[1]  # what the caller is handling, if it calls from an except
         try:
             await probe(settings, timeout_s)
         except Exception as precise:  # the reason the servers give now
+            _detach(precise, handled)
             exc = precise
     return describe_kafka_problem(exc, settings)
+
+
+def _detach(exc: BaseException, handled: BaseException | None) -> None:
+    """Cut `exc`'s chain where Python linked the caller's own exception to it: the
+    explanation looks at causes, and the caller's generic failure is not one."""
+    node: BaseException | None = exc
+    while node is not None and handled is not None:
+        if node.__context__ is handled:
+            node.__context__ = None
+            return
+        node = node.__cause__ or node.__context__

@@ -16,6 +16,7 @@ import structlog
 from aiokafka.errors import KafkaError
 
 from streamstop.metrics import Metrics
+from streamstop.outages import Failing
 from streamstop.partitions import Assignment
 
 log = structlog.get_logger("streamstop.lag")
@@ -31,6 +32,12 @@ class LagMonitor:
         self._consumer = consumer
         self._assignment = assignment
         self._metrics = metrics
+        self._failing = Failing("brokers do not answer end-offset requests")
+
+    @property
+    def problem(self) -> str | None:
+        """Why the brokers have not answered for a while, while they do not."""
+        return self._failing.problem
 
     async def run(self) -> None:
         """Refresh every LAG_INTERVAL_S until cancelled."""
@@ -51,8 +58,10 @@ class LagMonitor:
                 self._consumer.end_offsets(list(known)), END_OFFSETS_TIMEOUT_S
             )
         except (KafkaError, TimeoutError) as exc:
-            log.debug("end_offsets_failed", error=repr(exc))
+            if self._failing.failed(repr(exc)):
+                log.warning("end_offsets_failed", error=repr(exc))
             return
+        self._failing.succeeded()
         metrics = self._metrics
         for tp, end in ends.items():
             part = self._assignment.parts.get(tp)

@@ -4,6 +4,8 @@ Standard-library loggers (aiokafka, aiohttp) are routed through the same rendere
 Registered secrets are masked in every value before rendering (so escaping cannot hide a
 `"` or `\\` in a secret from the mask) and again in the final line, in each written form a
 secret can take there, whatever put it there.
+
+Never: write a line that is not JSON (in json format), or one holding a registered secret.
 """
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""Prometheus metrics, one registry per app instance (tests run several in one process)."""
+"""Prometheus metrics, one registry per app instance (tests run several in one process).
+
+Never: a label per record or per uuid (unbounded series); never a secret.
+"""
 
 from __future__ import annotations
 

@@ -5,6 +5,8 @@ not re-authenticate connections, KIP-368), and a broker with `connections.max.re
 closes a connection once its token expires. So a token is fetched when the cached one is
 past most of its lifetime, leaving every token handed out the rest of it, and the client
 secret file is read again on every fetch: a rotated Secret takes effect without a restart.
+
+Never: put the client secret in an error, or hand out a token past most of its lifetime.
 """
 
 from __future__ import annotations

@@ -203,6 +203,14 @@ class Assignment:
         self.progress.set()
         return records
 
+    def restart(self, part: Partition, position: int) -> Partition:
+        """A new life for `part` from `position` (its log went back under it): its
+        unfinished work is dropped like a revoked partition's, the new one consumes."""
+        self.revoke([part])
+        (fresh,) = self.assign([part.tp])
+        fresh.positioned(position)
+        return fresh
+
     def records_done(self, recs: Iterable[Pending]) -> None:
         """Records whose results are acknowledged."""
         for rec in recs:

@@ -5,6 +5,8 @@ batch age, in the order batches were sent: of the batches answered at about the 
 time, the oldest finishes before a younger one goes on, so its records are committed
 sooner and its bookkeeping (the uuids, the answers) is let go at once, instead of every
 answered batch trickling out slice by slice, round robin.
+
+Never: lose a permit, whether its holder finishes, fails or is cancelled.
 """
 
 from __future__ import annotations

@@ -15,8 +15,8 @@ import functools
 import itertools
 import time
 import uuid as uuidlib
-from collections.abc import Coroutine, Sequence
-from typing import Any
+from collections.abc import Awaitable, Coroutine, Sequence
+from typing import Any, TypeVar
 
 import structlog
 from aiokafka import TopicPartition
@@ -26,18 +26,24 @@ from streamstop.config import Settings
 from streamstop.core.batcher import Batch, Batcher
 from streamstop.core.decode import Invalid, decode_value
 from streamstop.core.results import Resolution, Status, format_timestamp
+from streamstop.kafkaproblems import describe_kafka_problem
 from streamstop.metrics import Metrics
 from streamstop.partitions import Assignment, Partition, Pending, Phase, Received
 from streamstop.stopper import BatchRun, Stopper
-from streamstop.undecodable import SearchAbandoned, UndecodableSearch
+from streamstop.undecodable import NotFound, SearchAbandoned, UndecodableSearch
 from streamstop.writer import LocalAnswer, ResultWriter, Undecodable
 
 log = structlog.get_logger("streamstop.pipeline")
+T = TypeVar("T")
 
 MAX_POLL_TIMEOUT_S = 0.1
 MAX_RECORDS_PER_POLL = 5_000
 RESUME_FRACTION = 0.75
 POSITION_RETRY_S = 0.5
+KAFKA_STEP_TIMEOUT_S = 10.0
+UNDECODABLE_RETRY_S = 1.0
+# DLQ copies (up to 512 KiB each) waiting for their ack pause the consumer past this.
+MAX_HELD_DLQ_BYTES = 64 * 1024 * 1024
 LOG_EVERY_S = 30.0
 POLL_RECOVERY_S = 5.0
 EXPIRED_REASON = "older than batch.max_record_age_s"
@@ -74,6 +80,7 @@ class Pipeline:
         writer: ResultWriter,
         metrics: Metrics,
     ) -> None:
+        self._settings = settings
         self._consumer = consumer
         self._assignment = assignment
         self._stopper = stopper
@@ -96,6 +103,7 @@ class Pipeline:
         self.fatal: BaseException | None = None
         self.failed = asyncio.Event()
         self.heartbeat = time.monotonic()
+        self.in_poll = False
 
     # -- consuming ---------------------------------------------------------------------
 
@@ -108,6 +116,7 @@ class Pipeline:
             self._metrics.pending.set(uncommitted)
             room = self._max_pending - uncommitted
             self._apply_backpressure(room)
+            self.in_poll = True  # waiting on Kafka here is no sign of a stuck loop
             try:
                 fetched = await consumer.getmany(
                     timeout_ms=int(self._poll_timeout() * 1000),
@@ -129,6 +138,8 @@ class Pipeline:
                 log.error("undecodable_record", error=repr(exc))
                 await self._search_undecodable()
                 continue
+            finally:
+                self.in_poll = False
             self._poll_succeeded()
             if fetched and not self._shutting_down:
                 self._search.reset()
@@ -165,7 +176,8 @@ class Pipeline:
                 decoded = decode_value(record.value)
                 if isinstance(decoded, Invalid):
                     rec = Pending(part, record.offset, record.headers, None, received)
-                    local.append(LocalAnswer(rec, None, _answered(decoded.reason), record))
+                    copy = self._writer.dlq_copy(record, decoded.reason, part)
+                    local.append(LocalAnswer(rec, None, _answered(decoded.reason), copy))
                     continue
                 rec = Pending(part, record.offset, record.headers, decoded.request_id, received)
                 if max_age_ms and wall * 1000.0 - record.timestamp > max_age_ms:
@@ -205,42 +217,61 @@ class Pipeline:
     async def _seek_to_reset_position(self, tp: TopicPartition) -> None:
         """Where `kafka.auto_offset_reset` says a partition without a usable offset starts."""
         if self._offset_reset == "earliest":
-            await self._consumer.seek_to_beginning(tp)
+            await self._bounded(self._consumer.seek_to_beginning(tp))
         else:
-            await self._consumer.seek_to_end(tp)
+            await self._bounded(self._consumer.seek_to_end(tp))
 
     async def _records_lost(self, offsets: dict[TopicPartition, int]) -> None:
-        """Records at the committed position were deleted (retention shorter than a hold)
-        before they got a result: counted, logged, and consumed from the reset position."""
+        """The records at a partition's position are gone. Below the log's start they
+        were deleted (retention shorter than a hold) before they got a result: counted,
+        logged, and consumed from the oldest record left, whatever
+        `kafka.auto_offset_reset` says (that is where a new group starts; the records
+        after the deleted ones still need their results). Past the log's end the log was
+        cut back (an unclean leader election): the partition starts over from its end."""
+        consumer = self._consumer
         for tp, offset in offsets.items():
+            ends = await self._bounded(consumer.end_offsets([tp]))
+            truncated = ends is not None and offset > ends[tp]
             self._metrics.offset_resets.labels(topic=tp.topic, partition=str(tp.partition)).inc()
             log.error(
                 "offset_reset",
                 partition=f"{tp.topic}/{tp.partition}",
                 offset=offset,
-                reset_to=self._offset_reset,
-                hint="input records were deleted before they were processed: "
-                "the input topic's retention must exceed the longest hold",
+                cause="log truncated" if truncated else "records deleted",
+                hint="the input topic's retention must exceed the longest hold"
+                if not truncated
+                else "records past the new log end were lost by the brokers",
             )
-            await self._seek_to_reset_position(tp)
+            seek = consumer.seek_to_end(tp) if truncated else consumer.seek_to_beginning(tp)
+            await self._bounded(seek)
+            position = await self._bounded(consumer.position(tp))
             part = self._assignment.parts.get(tp)
-            try:
-                position = await asyncio.wait_for(self._consumer.position(tp), POSITION_RETRY_S)
-            except (KafkaError, TimeoutError):
-                continue  # revoked meanwhile: the next owner meets the same reset
-            if part is not None and part.consuming:
+            if position is None or part is None or not part.consuming:
+                continue  # revoked meanwhile, or no answer: the next poll meets it again
+            if part.position is not None and position < part.position:
+                # Offsets already taken in come again: a new life for the partition.
+                self._assignment.restart(part, position)
+            else:
                 # What was lost is gone for good: commit past it once the rest is done.
                 part.tracker.skip_to(position)
                 part.position = position
 
-    def _poll_failed(self, exc: KafkaError) -> None:
-        self.kafka_problem = f"polling fails: {exc!r}"
+    async def _bounded(self, step: Awaitable[T]) -> T | None:
+        """`step`, or None when Kafka does not answer in time (it is asked again later)."""
+        try:
+            return await asyncio.wait_for(step, KAFKA_STEP_TIMEOUT_S)
+        except (KafkaError, TimeoutError) as exc:
+            log.warning("kafka_step_failed", error=repr(exc))
+            return None
+
+    def _poll_failed(self, exc: Exception) -> None:
+        self.kafka_problem = f"polling fails: {describe_kafka_problem(exc, self._settings)}"
         self._metrics.kafka_hold.set(1)
         now = time.monotonic()
         self._failed_at = now
         if now - self._problem_logged >= LOG_EVERY_S:
             self._problem_logged = now
-            log.error("poll_failed", error=repr(exc), hint="check the topic and group ACLs")
+            log.error("poll_failed", error=repr(exc), problem=self.kafka_problem)
 
     def _poll_succeeded(self) -> None:
         # A refused fetch is raised once per retry, with polls in between that simply find
@@ -257,6 +288,11 @@ class Pipeline:
             await self._search.run(parts, self._paused)
         except (KafkaError, SearchAbandoned) as interrupted:
             log.warning("undecodable_record_search_abandoned", error=repr(interrupted))
+        except NotFound as stuck:
+            # Not ours to fix by exiting (a restart meets the same record): a hold, the
+            # search tried again a moment later.
+            self._poll_failed(stuck)
+            await asyncio.sleep(UNDECODABLE_RETRY_S)
 
     def _answer_undecodable(self, part: Partition, first: int, end: int) -> None:
         """Answer offsets [first, end) `invalid`: the records aiokafka cannot read (an
@@ -269,7 +305,11 @@ class Pipeline:
             part.tracker.add(offset)
             rec = Pending(part, offset, (), None, received)
             raw = Undecodable(part.tp.topic, part.tp.partition, offset)
-            local.append(LocalAnswer(rec, None, resolution, raw))
+            local.append(
+                LocalAnswer(
+                    rec, None, resolution, self._writer.dlq_copy(raw, UNDECODABLE_REASON, part)
+                )
+            )
         self._metrics.records_consumed.inc(len(local))
         self._spawn(self._writer.write_local(local))
         log.warning(
@@ -278,6 +318,11 @@ class Pipeline:
 
     def _apply_backpressure(self, room: int) -> None:
         consumer = self._consumer
+        # DLQ copies held until acknowledged (a DLQ hold) count as well as records.
+        if self._writer.held_bytes > MAX_HELD_DLQ_BYTES:
+            room = 0
+        elif self._writer.held_bytes > MAX_HELD_DLQ_BYTES // 2:
+            room = min(room, 1)
         if not self._paused and room <= 0:
             self._paused = True
             consumer.pause(*consumer.assignment())

@@ -18,6 +18,7 @@ submitted inside the partition's transaction and acknowledged before it commits.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -36,7 +37,7 @@ from aiokafka.errors import (
 )
 from aiokafka.producer.message_accumulator import BatchBuilder
 
-from streamstop.core.fit import Kind, fit, record_size
+from streamstop.core.fit import DoesNotFit, Kind, fit, record_size
 from streamstop.core.partition import partition_for_key
 from streamstop.metrics import Metrics
 
@@ -50,10 +51,12 @@ LOG_EVERY_S = 30.0
 MAX_BATCH_BYTES = 256 * 1024
 _REFUSED_TOO_LARGE = (MessageSizeTooLargeError, RecordListTooLargeError)
 _BROKEN_SEQUENCE = (*_REFUSED_TOO_LARGE, OutOfOrderSequenceNumber)
-UNAUTHORIZED = (
+# Refusals that last until someone acts (an ACL, a topic's limit): the pod is not ready.
+REFUSED_FOR_GOOD = (
     TopicAuthorizationFailedError,
     ClusterAuthorizationFailedError,
     TransactionalIdAuthorizationFailed,
+    DoesNotFit,
 )
 
 
@@ -80,11 +83,19 @@ class Limits(Protocol):
 
     def max_message_bytes(self, topic: str) -> int: ...
 
-    async def refresh(self, topic: str) -> None: ...
+    async def refused(self, topic: str, batch_bytes: int) -> None:
+        """Kafka refused a batch of `batch_bytes` as too large for `topic`."""
 
 
-Sent = tuple[list[OutMessage], "asyncio.Future[Any]"]
-Failed = list[tuple[OutMessage, BaseException]]
+Sent = tuple[list[OutMessage], int, "asyncio.Future[Any]"]
+
+
+class Failure(NamedTuple):
+    """A message Kafka did not take, why, and the size of the batch it was in."""
+
+    message: OutMessage
+    error: BaseException
+    batch_bytes: int
 
 
 class Publisher:
@@ -107,21 +118,21 @@ class Publisher:
         self._transactional = transactional
         self._round_robin = 0
         self._replacing: asyncio.Task[None] | None = None
-        self.unauthorized: str | None = None  # why Kafka refuses us, while it does
-        self._logged = float("-inf")  # when a failure was last logged
+        self._usable = asyncio.Event()  # a started producer is in place
+        self.refused: str | None = None  # why Kafka refuses what we send, while it does
+        self._logged: dict[str, float] = {}  # when each kind of failure was last logged
 
     async def start(self) -> None:
         """Start a new producer (a failed start leaves its state: never retry one)."""
-        producer = self._make_producer()
-        try:
-            await producer.start()
-        except BaseException:
-            await producer.stop()
-            raise
-        self._producer = producer
+        self._producer = await self._started_producer()
+        self._usable.set()
 
     async def stop(self) -> None:
-        """Flush and stop the producer."""
+        """Flush and stop the producer (and a replacement being started)."""
+        if self._replacing is not None:
+            self._replacing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._replacing
         if self._producer is not None:
             await self._producer.stop()
 
@@ -133,83 +144,115 @@ class Publisher:
     async def publish(self, messages: Sequence[OutMessage]) -> None:
         """Return once Kafka acknowledged every message whose owner is not revoked.
         Retries for as long as it takes (shutdown cancels)."""
-        todo = list(messages)
+        todo = [message for message in messages if not _abandoned(message)]
         attempt = 0
         while todo:
+            await self._usable.wait()  # not while a producer is being replaced
             failed = await self._send_all(todo)
-            todo = [message for message, _ in failed if not _abandoned(message)]
+            todo = [failure.message for failure in failed if not _abandoned(failure.message)]
             if not todo:
                 break
             attempt += 1
-            error = failed[0][1]
             await self._after_failure(failed)
-            now = time.monotonic()
-            if now - self._logged >= LOG_EVERY_S:  # one line per outage, not per publish
-                self._logged = now
-                event = "publish_unauthorized" if self.unauthorized else "publish_retry"
-                level = log.error if self.unauthorized else log.warning
-                level(event, messages=len(todo), attempt=attempt, error=repr(error))
+            if self._every("publish"):  # one line per outage, not per publish
+                event = "publish_refused" if self.refused else "publish_retry"
+                level = log.error if self.refused else log.warning
+                level(event, messages=len(todo), attempt=attempt, error=repr(failed[0].error))
             low, high = RETRY_PAUSE_S
             await asyncio.sleep(random.uniform(low, min(high, low * 2**attempt)))
-        if self.unauthorized is not None:
-            self.unauthorized = None
-            self._logged = float("-inf")
-            log.info("publish_authorized")
+        if self.refused is not None:
+            self.refused = None
+            self._logged.pop("publish", None)
+            log.info("publish_accepted")
 
-    async def _after_failure(self, failed: Failed) -> None:
+    async def _after_failure(self, failed: list[Failure]) -> None:
         await self.note_failures(failed)
-        if any(isinstance(e, _BROKEN_SEQUENCE) for _, e in failed):
+        if any(isinstance(failure.error, _BROKEN_SEQUENCE) for failure in failed):
             await self._replace_producer()
 
-    async def note_failures(self, failed: Failed) -> None:
-        """What refused messages say: Kafka refuses our writes (`unauthorized`), or a
+    async def note_failures(self, failed: list[Failure]) -> None:
+        """What refused messages say: Kafka refuses them for good (`refused`), or a
         topic's limit was lowered (read again, so the next attempt fits)."""
-        errors = [error for _, error in failed]
-        unauthorized = next((e for e in errors if isinstance(e, UNAUTHORIZED)), None)
-        self.unauthorized = None if unauthorized is None else repr(unauthorized)
-        too_large = {m.topic for m, e in failed if isinstance(e, _REFUSED_TOO_LARGE)}
-        for topic in too_large:
-            await self._limits.refresh(topic)
-            log.warning(
-                "topic_limit_refreshed",
-                topic=topic,
-                max_message_bytes=self._limits.max_message_bytes(topic),
-            )
+        errors = [failure.error for failure in failed]
+        refused = next((e for e in errors if isinstance(e, REFUSED_FOR_GOOD)), None)
+        self.refused = None if refused is None else repr(refused)
+        too_large = {
+            failure.message.topic: failure.batch_bytes
+            for failure in failed
+            if isinstance(failure.error, (*_REFUSED_TOO_LARGE, DoesNotFit))
+        }
+        for topic, batch_bytes in too_large.items():
+            await self._limits.refused(topic, batch_bytes)
+            if self._every(f"limit {topic}"):
+                limit = self._limits.max_message_bytes(topic)
+                log.warning("topic_limit_refreshed", topic=topic, max_message_bytes=limit)
+
+    def _every(self, what: str) -> bool:
+        """True at most once per LOG_EVERY_S for `what`: a log line, not a storm."""
+        now = time.monotonic()
+        if now - self._logged.get(what, float("-inf")) < LOG_EVERY_S:
+            return False
+        self._logged[what] = now
+        return True
 
     async def _replace_producer(self) -> None:
         """A new producer (a new producer id): the old one's sequence for a partition is
-        broken once the broker refused a batch. One replacement at a time."""
+        broken once the broker refused a batch. One replacement at a time; publishes
+        wait for it rather than use a producer that is not started."""
         if self._replacing is None or self._replacing.done():
+            self._usable.clear()
             self._replacing = asyncio.create_task(self._replace())
         await asyncio.shield(self._replacing)
 
     async def _replace(self) -> None:
-        old, self._producer = self._producer, self._make_producer()
-        log.warning("producer_replaced", reason="the broker refused a batch")
+        if self._every("replace"):
+            log.warning("producer_replaced", reason="the broker refused a batch")
         try:
-            await asyncio.wait_for(old.stop(), ENQUEUE_TIMEOUT_S)
+            await asyncio.wait_for(self._producer.stop(), ENQUEUE_TIMEOUT_S)
         except (KafkaError, TimeoutError) as exc:
             log.warning("producer_stop_failed", error=repr(exc))
-        await self._producer.start()
+        self._producer = await self._started_producer()
+        self._usable.set()
 
-    async def _send_all(self, messages: list[OutMessage]) -> Failed:
+    async def _started_producer(self) -> Any:
+        """A new producer, started; retried while Kafka cannot start one (a hold)."""
+        delay, longest = RETRY_PAUSE_S
+        while True:
+            producer = self._make_producer()
+            try:
+                await producer.start()
+            except (KafkaError, OSError, TimeoutError) as exc:
+                with contextlib.suppress(Exception):
+                    await producer.stop()
+                if self._producer is None:
+                    raise  # at start-up the daemon's own hold takes over
+                self.refused = f"cannot start a producer: {exc!r}"
+                if self._every("start"):
+                    log.error("producer_start_failed", error=repr(exc))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, longest)
+                continue
+            self.refused = None
+            return producer
+
+    async def _send_all(self, messages: list[OutMessage]) -> list[Failure]:
         """Submit every message, then wait for every ack. Returns the messages that
         failed, with why."""
         sent, failed = await self.submit(messages)
         return failed + await self.acks(sent)
 
-    async def submit(self, messages: Sequence[OutMessage]) -> tuple[list[Sent], Failed]:
+    async def submit(self, messages: Sequence[OutMessage]) -> tuple[list[Sent], list[Failure]]:
         """Build record batches per partition (no per-record `send()`) and queue them,
         without waiting for acks. Returns what was queued, and what could not be (with
         why)."""
         producer = self._producer
         groups: dict[tuple[str, int], list[OutMessage]] = {}
-        failed: Failed = []
+        failed: list[Failure] = []
         for message in messages:
             try:
                 count = await self._partition_count(producer, message.topic)
             except KafkaError as exc:
-                failed.append((message, exc))
+                failed.append(Failure(message, exc, 0))
                 continue
             if message.key is None:
                 self._round_robin += 1
@@ -220,45 +263,50 @@ class Publisher:
         sent: list[Sent] = []
         for (topic, partition), group in groups.items():
             limit = self._limits.max_message_bytes(topic)
-            for chunk, batch in self._batches(group, limit):
+            for chunk, batch in self._batches(group, limit, failed):
                 try:
                     future = await self._enqueue(producer, batch, topic, partition)
                 except KafkaError as exc:
-                    failed.extend((message, exc) for message in chunk)
+                    failed.extend(Failure(message, exc, batch.size()) for message in chunk)
                     continue
-                sent.append((chunk, future))
+                sent.append((chunk, batch.size(), future))
         return sent, failed
 
-    async def acks(self, sent: list[Sent]) -> Failed:
+    async def acks(self, sent: list[Sent]) -> list[Failure]:
         """Wait for the acks; messages of revoked partitions are not waited for."""
-        failed: Failed = []
-        waiting = {future: chunk for chunk, future in sent}
+        failed: list[Failure] = []
+        waiting = {future: (chunk, size) for chunk, size, future in sent}
         while waiting:
             done, _ = await asyncio.wait(waiting, timeout=ACK_TURN_S)
             for future in done:
-                chunk = waiting.pop(future)
+                chunk, size = waiting.pop(future)
                 error = future.exception()
                 if error is None:
                     continue
                 if not isinstance(error, KafkaError | asyncio.TimeoutError):
                     raise error
-                failed.extend((message, error) for message in chunk)
-            if all(_abandoned(m) for chunk in waiting.values() for m in chunk):
+                failed.extend(Failure(message, error, size) for message in chunk)
+            if all(_abandoned(m) for chunk, _ in waiting.values() for m in chunk):
                 break  # aiokafka delivers them or not; nobody waits for them any more
         return failed
 
     def _batches(
-        self, group: list[OutMessage], limit: int
+        self, group: list[OutMessage], limit: int, unfit: list[Failure]
     ) -> Iterator[tuple[list[OutMessage], BatchBuilder]]:
         """Split one partition's messages into record batches of at most `limit` bytes;
-        a message that would not fit even alone is cut to fit first."""
+        a message that would not fit even alone is cut to fit first (one that cannot be
+        cut small enough goes to `unfit`: the topic's limit is below any record)."""
         size = min(limit, MAX_BATCH_BYTES)
         batch = BatchBuilder(size, 0, is_transactional=self._transactional)
         chunk: list[OutMessage] = []
         for message in group:
             headers = list(message.headers)
             if record_size(message.key, message.value, headers) > limit:
-                message = fitted(message, limit)
+                try:
+                    message = fitted(message, limit)
+                except DoesNotFit as exc:
+                    unfit.append(Failure(message, exc, limit + 1))
+                    continue
                 headers = list(message.headers)
             if (
                 batch.append(timestamp=None, key=message.key, value=message.value, headers=headers)

@@ -12,6 +12,9 @@ revoked partitions commit what may go in a last transaction, and producers of
 partitions the group gives back are kept. A partition whose producer fails (fenced)
 has its open work dropped as at a revoke and starts again, from its committed offset,
 after a delay, unless a rebalance is taking it away.
+
+Never: let a revoked partition's work outlive its revoke budget, or commit a revoked
+partition after it is released.
 """
 
 from __future__ import annotations
@@ -43,6 +46,10 @@ class Commits(Protocol):
         self, parts: Sequence[Partition] | None = None, timeout_s: float = ...
     ) -> bool:
         """False if Kafka refused or did not answer within `timeout_s`."""
+
+    @property
+    def problem(self) -> str | None:
+        """Why commits have been failing for a while, while they do (readiness)."""
 
 
 # aiokafka checks the listener's class; its types are unknown to mypy.

@@ -5,6 +5,8 @@ It only moves bytes, and bounds how many it accepts; what an answer means is dec
 that does not verify, a host name that does not resolve, a proxy refusing us) raise
 `ApiConfigError`, for the stopper's configuration-error hold; the others raise
 `TransportError`, retried.
+
+Never: put a request header (the token) in an error, or read more than the cap.
 """
 
 from __future__ import annotations

@@ -5,6 +5,8 @@ admin client. Nothing here creates a topic by naming it: metadata is asked for e
 topic, as a request naming a missing one lets a broker with `auto.create.topics.enable`
 create it. The daemon's start-up check (`usable_topics`) and its record-size limits
 (`TopicLimits`) live here; the `streamstop topics` command is `topics_command.py`.
+
+Never: name a topic in a metadata request (that may create it), or alter one that exists.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from aiokafka.errors import (
 
 from streamstop.config import ConfigError, Settings
 from streamstop.core.topicrules import (
+    MIN_RECORD_BYTES,
     Finding,
     Role,
     Severity,
@@ -308,12 +311,17 @@ class TopicLimits:
     def max_message_bytes(self, topic: str) -> int:
         return self._limits.get(topic) or DEFAULT_MAX_MESSAGE_BYTES
 
-    async def refresh(self, topic: str) -> None:
-        """Read the topic's limit again (an operator may have lowered it)."""
+    async def refused(self, topic: str, batch_bytes: int) -> None:
+        """Kafka refused a batch of `batch_bytes` as too large for `topic`: read the
+        limit again (an operator may have lowered it). When that tells nothing new (the
+        configuration may not be read, say), halve what was refused instead, down to
+        the smallest limit streamstop accepts: batches shrink until Kafka takes them."""
         try:
             described = await describe_topics(self._admin, [topic])
         except (KafkaError, TimeoutError) as exc:
             log.warning("topic_limit_not_refreshed", topic=topic, error=repr(exc))
-            return
-        if topic in described:
-            self._limits[topic] = described[topic].max_message_bytes
+            described = {}
+        limit = described[topic].max_message_bytes if topic in described else None
+        if limit is None or limit >= batch_bytes:
+            limit = max(MIN_RECORD_BYTES, min(self.max_message_bytes(topic), batch_bytes) // 2)
+        self._limits[topic] = limit

@@ -2,6 +2,8 @@
 
 The Kafka side (describe, review, create) is `topics.py`, the rules `core/topicrules.py`;
 this module is the command: its arguments, its report and its exit codes.
+
+Never: create a topic that would be unusable (a compacted output topic), or one that exists.
 """
 
 from __future__ import annotations

@@ -50,8 +50,9 @@ from streamstop.config import Settings
 from streamstop.core.holdback import Holdback, Released
 from streamstop.kafkaclients import make_transactional_producer, transactional_id
 from streamstop.metrics import Metrics
+from streamstop.outages import Failing
 from streamstop.partitions import Partition
-from streamstop.publisher import UNAUTHORIZED, Failed, Limits, Publisher, Sent
+from streamstop.publisher import REFUSED_FOR_GOOD, Failure, Limits, Publisher, Sent
 from streamstop.writer import Decided, Results
 
 log = structlog.get_logger("streamstop.transactions")
@@ -73,26 +74,38 @@ class TransactionFailed(Exception):
     broker's transaction timeout, or its sequence broken by a refused batch."""
 
 
-class Build(Protocol):
-    """Builds the result events (and DLQ copies) of decisions (`TransactionalWriter`)."""
+class Writer(Protocol):
+    """Builds the result events (and DLQ copies) of decisions, and lets go of them
+    (`TransactionalWriter`)."""
 
-    def __call__(self, decisions: Sequence[Decided]) -> Results: ...
+    def build(self, decisions: Sequence[Decided]) -> Results:
+        """The result events and DLQ copies of `decisions`."""
+
+    def let_go(self, decisions: Iterable[Decided]) -> None:
+        """`decisions` are committed or dropped."""
 
 
 class _Aborted(Exception):
     """The transaction must abort; the producer can go on."""
 
 
-class Refusal:
-    """Why Kafka refuses the partitions' transactional writes, while it does (readiness):
-    set by a sink whose transaction failed for want of an ACL, cleared by a commit."""
+class Outcomes:
+    """How the partitions' transactions have been going, for readiness: refused for
+    good (an ACL, a topic's limit) until one commits; failing for a while."""
 
     def __init__(self) -> None:
-        self.reason: str | None = None
+        self.refused: str | None = None
+        self.failing = Failing("transactions abort")
 
-    def noted(self, error: BaseException) -> None:
-        if isinstance(error, (*UNAUTHORIZED, GroupAuthorizationFailedError)):
-            self.reason = repr(error)
+    def aborted(self, error: BaseException) -> bool:
+        """A transaction aborted (or its producer failed); True when to log it."""
+        if isinstance(error, (*REFUSED_FOR_GOOD, GroupAuthorizationFailedError)):
+            self.refused = repr(error)
+        return self.failing.failed(repr(error))
+
+    def committed(self) -> None:
+        self.refused = None
+        self.failing.succeeded()
 
 
 class PartitionProducer:
@@ -178,18 +191,18 @@ class PartitionSink:
         self,
         part: Partition,
         producer: PartitionProducer,
-        build: Build,
+        writer: Writer,
         metrics: Metrics,
         progress: asyncio.Event,
         settings: Settings,
-        refusal: Refusal,
+        outcomes: Outcomes,
     ) -> None:
         self.part = part
         self.producer = producer
-        self._build = build
+        self._writer = writer
         self._metrics = metrics
         self._progress = progress
-        self._refusal = refusal
+        self._outcomes = outcomes
         self._group_id = settings.kafka.group_id
         delivery = settings.delivery
         self._interval_s = delivery.transaction_interval_ms / 1000
@@ -199,7 +212,6 @@ class PartitionSink:
         self._closing = False
         self.serving = False  # positioned and running transactions
         self._aborts = 0
-        self._logged = float("-inf")
         self.commits = 0
 
     @property
@@ -218,6 +230,10 @@ class PartitionSink:
         """Commit what may go now, without waiting out the interval, and stop."""
         self._closing = True
         self._wake.set()
+
+    def drop(self) -> None:
+        """The partition is gone: what is held (uncommitted) is let go."""
+        self._writer.let_go(self._holdback.clear())
 
     async def run(self) -> None:
         """Transactions one after the other until closed. Raises TransactionFailed."""
@@ -259,11 +275,11 @@ class PartitionSink:
         oldest = float("inf")
         while True:
             if items:
-                results = self._build(items)
+                results = self._writer.build(items)
                 queued, refused = await publisher.submit(results.messages)
                 sent += queued
                 if refused:
-                    raise _Aborted(f"{len(refused)} messages not queued: {refused[0][1]!r}")
+                    raise _Aborted(f"{len(refused)} messages not queued: {refused[0].error!r}")
                 statuses += results.statuses
                 oldest = min((rec.received.at for rec in results.recs), default=oldest)
             room = self._max_records - self._holdback.in_transaction
@@ -279,23 +295,23 @@ class PartitionSink:
         return statuses, oldest
 
     async def _acked(self, sent: list[Sent]) -> None:
-        failed: Failed = await self.producer.publisher.acks(sent)
+        failed: list[Failure] = await self.producer.publisher.acks(sent)
         if failed:
             # A batch Kafka refused took its sequence numbers with it: this producer
             # cannot write that partition again (aiokafka has no epoch bump, KIP-360).
             await self.producer.publisher.note_failures(failed)
-            for _, error in failed:
-                self._refusal.noted(error)
-            raise TransactionFailed(f"a batch was refused: {failed[0][1]!r}")
+            self._outcomes.aborted(failed[0].error)
+            raise TransactionFailed(f"a batch was refused: {failed[0].error!r}")
 
     def _committed(self, statuses: collections.Counter[str], oldest: float) -> None:
-        offset = self._holdback.committed()
+        items, offset = self._holdback.committed()
+        self._writer.let_go(items)
         part, metrics = self.part, self._metrics
         part.tracker.mark_committed(offset)
         part.committed = offset
         self.commits += 1
         self._aborts = 0
-        self._refusal.reason = None
+        self._outcomes.committed()
         metrics.transactions.labels(outcome="committed").inc()
         metrics.commits.inc()
         metrics.committed_offset.labels(topic=part.tp.topic, partition=str(part.tp.partition)).set(
@@ -308,12 +324,9 @@ class PartitionSink:
         self._progress.set()
 
     async def _after_abort(self, exc: BaseException) -> None:
-        self._refusal.noted(exc)
         self._aborts += 1
         self._metrics.transactions.labels(outcome="aborted").inc()
-        now = time.monotonic()
-        if now - self._logged >= LOG_EVERY_S:  # one line per trouble, not per retry
-            self._logged = now
+        if self._outcomes.aborted(exc):  # one line per trouble, not per retry
             log.warning(
                 "transaction_aborted",
                 partition=self.part.name,
@@ -338,31 +351,36 @@ class Transactions:
         settings: Settings,
         limits: Limits,
         metrics: Metrics,
-        build: Build,
+        writer: Writer,
         consumer: Any,
         progress: asyncio.Event,
     ) -> None:
         self._settings = settings
         self._limits = limits
         self._metrics = metrics
-        self._build = build
+        self._writer = writer
         self._consumer = consumer
         self._progress = progress
         self._sinks: dict[TopicPartition, tuple[PartitionSink, asyncio.Task[None]]] = {}
         self._kept: dict[TopicPartition, PartitionProducer] = {}
         self._stopping: set[asyncio.Task[None]] = set()
         self._failures: collections.Counter[TopicPartition] = collections.Counter()
-        self._refused: str | None = None  # why Kafka refuses a producer's start, while it does
-        self._refusal = Refusal()
+        self._start_refused: str | None = None  # why Kafka refuses a producer's start
+        self._outcomes = Outcomes()
         self._hold_logged = float("-inf")
         self._stopped = False
         # Set by the rebalance listener: drops a failed partition's work, restarts it.
         self.restart: Restart = lambda part, delay_s: None
 
     @property
-    def unauthorized(self) -> str | None:
+    def refused(self) -> str | None:
         """Why Kafka refuses our transactional writes, while it does."""
-        return self._refused or self._refusal.reason
+        return self._start_refused or self._outcomes.refused
+
+    @property
+    def problem(self) -> str | None:
+        """Why transactions have been aborting for a while, while they do."""
+        return self._outcomes.failing.problem
 
     def open(
         self,
@@ -380,11 +398,11 @@ class Transactions:
             sink = PartitionSink(
                 part,
                 producer,
-                self._build,
+                self._writer,
                 self._metrics,
                 self._progress,
                 self._settings,
-                self._refusal,
+                self._outcomes,
             )
             part.sink = sink
             task = asyncio.create_task(self._serve(sink, position, delay_s))
@@ -446,6 +464,8 @@ class Transactions:
         except Exception as exc:  # a bug: the partition's work is dropped, never the process
             log.error("transaction_loop_error", partition=part.name, error=repr(exc), exc_info=exc)
             self._failed(sink, exc)
+        finally:
+            sink.drop()
 
     async def _start(self, producer: PartitionProducer) -> None:
         """Start the producer, for as long as it takes: Kafka refusing or not answering is
@@ -457,7 +477,7 @@ class Transactions:
                 await producer.start()
             except (KafkaError, OSError, TimeoutError) as exc:
                 if isinstance(exc, TransactionalIdAuthorizationFailed):
-                    self._refused = f"transactional id {producer.transactional_id!r}: {exc!r}"
+                    self._start_refused = f"transactional id {producer.transactional_id!r}: {exc!r}"
                 self._metrics.kafka_hold.set(1)
                 now = time.monotonic()
                 if now - self._hold_logged >= LOG_EVERY_S:
@@ -473,8 +493,8 @@ class Transactions:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, max_delay)
                 continue
-            if self._refused is not None or self._hold_logged != float("-inf"):
-                self._refused = None
+            if self._start_refused is not None or self._hold_logged != float("-inf"):
+                self._start_refused = None
                 self._hold_logged = float("-inf")
                 self._metrics.kafka_hold.set(0)
             log.info(

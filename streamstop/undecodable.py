@@ -36,6 +36,10 @@ class SearchAbandoned(Exception):
     """A partition of the search stopped consuming (revoked, or reassigned) under it."""
 
 
+class NotFound(Exception):
+    """Polls keep failing on a record the search cannot find, or cannot read past."""
+
+
 class UndecodableSearch:
     """Finds and answers the records a failed poll could not decode."""
 
@@ -57,11 +61,11 @@ class UndecodableSearch:
     async def run(self, parts: list[Partition], paused: bool) -> None:
         """After a poll failed to decode: rewind `parts` (every consuming partition),
         then find the culprit and answer it. Raises SearchAbandoned on a rebalance, and
-        RuntimeError when a poll keeps failing on a record that cannot be found."""
+        NotFound when a poll keeps failing on a record that cannot be found."""
         consumer = self._consumer
         self._misses += 1
         if self._misses > MAX_MISSES:
-            raise RuntimeError("a poll keeps failing on a record that cannot be found")
+            raise NotFound("polls keep failing on a record that cannot be found")
         for part in parts:
             # The failed poll moved positions past records it never returned.
             assert part.position is not None, "a consuming partition knows its position"
@@ -127,7 +131,7 @@ class UndecodableSearch:
         deadline = time.monotonic() + PROBE_TIMEOUT_S
         while (position := await self._position(part)) < stop:
             if time.monotonic() > deadline:
-                raise RuntimeError(f"records of {part.name} before offset {stop} cannot be read")
+                raise NotFound(f"records of {part.name} before offset {stop} cannot be read")
             try:
                 fetched = await consumer.getmany(
                     tp, timeout_ms=100, max_records=min(chunk, stop - position)

@@ -29,7 +29,7 @@ from streamstop.core.batcher import Batch
 from streamstop.core.fit import Kind
 from streamstop.core.results import Resolution, Status, build_result, format_timestamp
 from streamstop.metrics import Metrics
-from streamstop.partitions import Assignment, Pending
+from streamstop.partitions import Assignment, Partition, Pending
 from streamstop.permits import PrioritySemaphore
 from streamstop.publisher import OutMessage, Publisher
 
@@ -41,13 +41,13 @@ DLQ_MAX_VALUE_BYTES = 512 * 1024
 
 
 class LocalAnswer(NamedTuple):
-    """A record answered without the API: invalid, expired or undecodable input. `raw`
-    is the consumed record, for the DLQ copy of an invalid one (None otherwise)."""
+    """A record answered without the API: invalid, expired or undecodable input, with
+    the DLQ copy of an invalid one when the DLQ is on (never the whole raw record)."""
 
     rec: Pending
     uuid: str | None
     resolution: Resolution
-    raw: Any
+    dlq: OutMessage | None
 
 
 class Undecodable(NamedTuple):
@@ -89,6 +89,7 @@ class ResultWriter:
         # Oldest batch (by dispatch) first: batches answered together finish one after
         # the other, not all at the end, each holding its bookkeeping until then.
         self._slices = PrioritySemaphore(MAX_SLICES_IN_FLIGHT)
+        self.held_bytes = 0  # of DLQ copies built and not yet acknowledged
 
     async def write_answers(
         self, answers: dict[str, Resolution], batch: Batch[Pending], batch_id: str, seq: int
@@ -116,17 +117,35 @@ class ResultWriter:
     async def write_local(self, answers: Sequence[LocalAnswer]) -> None:
         """Publish the results (and DLQ copies) of records answered without the API."""
         results = self._results(((a.uuid, a.resolution, a.rec) for a in answers), None)
-        if self._dlq:
-            results.messages.extend(
-                self._dlq_copy(answer.raw, answer.resolution.error or "", answer.rec)
-                for answer in answers
-                if answer.resolution.status is Status.INVALID and not answer.rec.part.revoked
-            )
-        await self._publish(results, None, ())
-        invalid = results.statuses[Status.INVALID]
-        self._metrics.invalid_records.inc(invalid)
-        if self._dlq:
-            self._metrics.dlq_records.inc(invalid)
+        copies = [a.dlq for a in answers if a.dlq is not None and not a.rec.part.revoked]
+        results.messages.extend(copies)
+        try:
+            await self._publish(results, None, ())
+        finally:
+            self.held_bytes -= sum(_size(answer.dlq) for answer in answers)
+        self._metrics.invalid_records.inc(results.statuses[Status.INVALID])
+        self._metrics.dlq_records.inc(len(copies))
+
+    def dlq_copy(self, raw: Any, reason: str, part: Partition) -> OutMessage | None:
+        """The DLQ copy of an invalid record (None when the DLQ is off): the record as it
+        came (a null value stays null), its headers plus why and where from; a value
+        over DLQ_MAX_VALUE_BYTES is cut and marked. Built when the record is taken in,
+        so only what the copy needs is held until it is acknowledged (counted in
+        `held_bytes`, which the consumer's backpressure watches)."""
+        if not self._dlq:
+            return None
+        value: bytes | None = raw.value
+        headers = [
+            *raw.headers,
+            ("streamstop-error", reason.encode()),
+            ("streamstop-source", f"{raw.topic}/{raw.partition}/{raw.offset}".encode()),
+        ]
+        if value is not None and len(value) > DLQ_MAX_VALUE_BYTES:
+            value = value[:DLQ_MAX_VALUE_BYTES]
+            headers.append(("streamstop-truncated", b"true"))
+        copy = OutMessage(self._dlq, raw.key, value, headers, Kind.DLQ, part)
+        self.held_bytes += _size(copy)
+        return copy
 
     def _results(
         self,
@@ -161,20 +180,6 @@ class ResultWriter:
             recs.append(rec)
             statuses[resolution.status] += 1
         return Results(messages, recs, statuses)
-
-    def _dlq_copy(self, raw: Any, reason: str, rec: Pending) -> OutMessage:
-        """The invalid record as it came (a null value stays null), its headers plus
-        why and where from; a value over DLQ_MAX_VALUE_BYTES is cut and marked."""
-        value: bytes | None = raw.value
-        headers = [
-            *raw.headers,
-            ("streamstop-error", reason.encode()),
-            ("streamstop-source", f"{raw.topic}/{raw.partition}/{raw.offset}".encode()),
-        ]
-        if value is not None and len(value) > DLQ_MAX_VALUE_BYTES:
-            value = value[:DLQ_MAX_VALUE_BYTES]
-            headers.append(("streamstop-truncated", b"true"))
-        return OutMessage(self._dlq, raw.key, value, headers, Kind.DLQ, rec.part)
 
     async def _publish(
         self, results: Results, batch: Batch[Pending] | None, answered: Iterable[tuple[str, Any]]
@@ -212,9 +217,16 @@ def _waiting(
             yield uuid, resolution, rec
 
 
+def _size(message: OutMessage | None) -> int:
+    if message is None:
+        return 0
+    key, value = message.key or b"", message.value or b""
+    return len(key) + len(value) + sum(len(name) + len(data) for name, data in message.headers)
+
+
 class Decided(NamedTuple):
     """A record's decision, waiting in its partition's sink for a transaction (the
-    result is built from it then); with its DLQ copy, already cut to fit, if any."""
+    result is built from it then); with its DLQ copy, if any."""
 
     uuid: str | None
     resolution: Resolution
@@ -247,24 +259,28 @@ class TransactionalWriter(ResultWriter):
     async def write_local(self, answers: Sequence[LocalAnswer]) -> None:
         """Records answered without the API are decided, with their DLQ copies."""
         completed = format_timestamp(time.time())
-        invalid = 0
+        invalid = copies = 0
         for answer in answers:
-            resolution, copy = answer.resolution, None
-            if resolution.status is Status.INVALID:
-                invalid += 1
-                if self._dlq:
-                    copy = self._dlq_copy(answer.raw, resolution.error or "", answer.rec)
-            self._decided(Decided(answer.uuid, resolution, answer.rec, None, completed, copy))
+            invalid += answer.resolution.status is Status.INVALID
+            copies += answer.dlq is not None
+            self._decided(
+                Decided(answer.uuid, answer.resolution, answer.rec, None, completed, answer.dlq)
+            )
         self._metrics.invalid_records.inc(invalid)
-        if self._dlq:
-            self._metrics.dlq_records.inc(invalid)
+        self._metrics.dlq_records.inc(copies)
         self._assignment.progress.set()
 
-    @staticmethod
-    def _decided(decided: Decided) -> None:
-        sink = decided.rec.part.sink
-        if sink is not None and not decided.rec.part.revoked:
-            sink.hold(decided)
+    def _decided(self, decided: Decided) -> None:
+        part = decided.rec.part
+        if part.sink is not None and not part.revoked:
+            part.sink.hold(decided)
+        else:
+            self.let_go([decided])
+
+    def let_go(self, decisions: Iterable[Decided]) -> None:
+        """`decisions` left their sink (committed, or dropped with their partition): their
+        DLQ copies no longer count in `held_bytes`."""
+        self.held_bytes -= sum(_size(decided.dlq_copy) for decided in decisions)
 
     def build(self, decisions: Sequence[Decided]) -> Results:
         """The result events (and DLQ copies) of `decisions`, as decided."""

@@ -281,9 +281,13 @@ async def produce_bad_header_async(
 
 
 async def produce_async(
-    bootstrap: str, topic: str, messages: Iterable[Message | bytes | str]
+    bootstrap: str,
+    topic: str,
+    messages: Iterable[Message | bytes | str],
+    compression_type: str | None = None,
 ) -> list[Position]:
-    """Produce `messages` to `topic` (acks=all, idempotent) and return where each landed.
+    """Produce `messages` to `topic` (acks=all, idempotent, compressed with
+    `compression_type` if given) and return where each landed.
 
     Bytes and str (UTF-8) are unkeyed values. Records are appended to per-partition
     batches directly, which is several times faster than one `send()` per record.
@@ -293,6 +297,7 @@ async def produce_async(
         acks="all",
         enable_idempotence=True,
         max_batch_size=_BATCH_BYTES,
+        compression_type=compression_type,
     )
     await producer.start()
     try:
@@ -522,7 +527,18 @@ async def change_acls_async(
                     raise for_code(code)(message)
 
 
+async def delete_records_before_async(
+    bootstrap: str, topic: str, partition: int, offset: int
+) -> None:
+    """Delete the records of `topic`/`partition` below `offset`, as retention would."""
+    from aiokafka.admin import RecordsToDelete
+
+    async with _admin(bootstrap) as admin:
+        await admin.delete_records({TopicPartition(topic, partition): RecordsToDelete(offset)})
+
+
 create_topic = blocking(create_topic_async)
+delete_records_before = blocking(delete_records_before_async)
 delete_topics = blocking(delete_topics_async)
 produce = blocking(produce_async)
 produce_bad_header = blocking(produce_bad_header_async)

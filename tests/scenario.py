@@ -7,12 +7,13 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from contract import check_dlq_record, check_result_record
-from daemon_proc import TEST_TOKEN, wait_for, write_config
-from kafkahelp import Message, check_records_of, lag
+from daemon_proc import TEST_TOKEN, running_daemon, wait_for, write_config
+from fakeapi_proc import running_fake_api
+from kafkahelp import Message, Position, check_records_of, consume_all, lag, produce
 
 from streamstop.core.decode import Decoded, decode_value
 from streamstop.core.resolution import resolution_for_code
@@ -127,3 +128,30 @@ def check_requests(received: list[dict[str, Any]]) -> None:
 def wait_committed(bootstrap: str, topics: dict[str, str], timeout_s: float, what: str) -> None:
     """Poll until the group has committed every input record."""
     wait_for(lambda: lag(bootstrap, topics["group"], topics["input"]) == 0, timeout_s, what)
+
+
+class Run(NamedTuple):
+    """Where the input records landed, and the results read back."""
+
+    positions: list[Position]
+    results: list[Any]
+
+
+def run_once_each(
+    bootstrap: str, topics: dict[str, str], messages: list[Message], tmp_path: Path, **config: Any
+) -> Run:
+    """Produce `messages`, run the fake API and the daemon until every record is committed
+    (the daemon never exits meanwhile), and check each record got exactly one result."""
+    positions = produce(bootstrap, topics["input"], messages)
+    with running_fake_api("--token", TEST_TOKEN) as api:
+        path = config_for(tmp_path, bootstrap, topics, api.url, **config)
+        with running_daemon(path, tmp_path / "d.log") as daemon:
+            daemon.wait_ready()
+            wait_committed(bootstrap, topics, 120, "every record committed")
+            assert daemon.proc.poll() is None
+            assert daemon.get("/livez")[0] == 200
+            assert TEST_TOKEN not in daemon.raw_log()
+    results = consume_all(bootstrap, topics["output"], len(messages), timeout_s=60)
+    per_record = check_results(messages, positions, results, topics["input"])
+    assert set(per_record.values()) == {1}
+    return Run(positions, results)

@@ -179,3 +179,16 @@ def test_a_skip_on_a_partition_nothing_was_read_from_yet() -> None:
     assert tracker.commit_point() == 42
     tracker.skip_to(7)  # never backwards
     assert tracker.commit_point() == 42
+
+
+def test_a_record_taken_in_while_a_skip_is_being_committed_is_no_conflict() -> None:
+    # 500 is a transaction marker: the first record after the gap is 501, taken in while
+    # the commit of 500 is on its way.
+    tracker = OffsetTracker()
+    tracker.skip_to(500)
+    assert tracker.commit_point() == 500
+    tracker.add(501)
+    tracker.mark_committed(500)  # refused as "backwards" before
+    assert tracker.commit_point() == 501  # the marker at 500 is behind us too
+    tracker.done(501)
+    assert tracker.commit_point() == 502

@@ -178,3 +178,21 @@ def test_records_older_than_max_age_expire_without_an_api_call(
     assert all(r["attempts"] == 0 and r["error"] for r in results if r["status"] == "expired")
     assert not sent & set(stale)
     assert set(fresh) <= sent
+
+
+@pytest.mark.parametrize("codec", ["gzip", "snappy", "lz4", "zstd"])
+def test_input_compressed_with_any_kafka_codec_is_read(
+    kafka_bootstrap: str, make_topic: Any, tmp_path: Path, codec: str
+) -> None:
+    # Producers (or a topic's compression.type) commonly compress; without the codec the
+    # consumer cannot read a single record.
+    topics = topics_for(make_topic, dlq=False)
+    messages = [Message(str(uuid.uuid4()).encode()) for _ in range(200)]
+    positions = produce(kafka_bootstrap, topics["input"], messages, compression_type=codec)
+    with running_fake_api("--token", TEST_TOKEN) as api:
+        config = config_for(tmp_path, kafka_bootstrap, topics, api.url)
+        with running_daemon(config, tmp_path / "d.log") as daemon:
+            daemon.wait_ready()
+            wait_committed(kafka_bootstrap, topics, 60, "every record committed")
+        results = consume_all(kafka_bootstrap, topics["output"], len(messages), timeout_s=30)
+    check_results(messages, positions, results, topics["input"])

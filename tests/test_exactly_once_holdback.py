@@ -39,9 +39,10 @@ class Partition:
         return released
 
     def commit(self) -> None:
-        offset = self.holdback.committed()
+        items, offset = self.holdback.committed()
+        assert items == self.open
         self.tracker.mark_committed(offset)
-        self.committed.extend(self.open)
+        self.committed.extend(items)
         self.open.clear()
         # A restart reads from `offset`: everything before it has a committed result,
         # nothing from it on has one.
@@ -105,6 +106,16 @@ def test_offsets_past_records_that_no_longer_exist_commit_without_results() -> N
     part.commit()
     part.tracker.skip_to(50)
     assert part.holdback.release(part.tracker.commit_point(), 10) == Released([], 50)
+
+
+def test_a_partition_gone_lets_go_of_everything_it_held() -> None:
+    part = Partition([0, 1, 2, 3])
+    for offset in (0, 1, 3):
+        part.resolve(offset)
+    part.release(10)
+    assert sorted(part.holdback.clear()) == [0, 1, 3]
+    assert len(part.holdback) == 0
+    assert not part.holdback.is_open
 
 
 def test_committing_without_an_open_transaction_is_a_bug() -> None:

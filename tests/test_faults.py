@@ -30,6 +30,7 @@ from scenario import (
     config_for,
     corpus,
     expected_result,
+    run_once_each,
     topics_for,
     wait_committed,
 )
@@ -412,17 +413,7 @@ def test_poison_input_ends_invalid_while_running(
 ) -> None:
     topics = topics_for(make_topic)
     messages = poison_corpus(10)
-    positions = produce(kafka_bootstrap, topics["input"], messages)
-    with running_fake_api("--token", TEST_TOKEN) as api:
-        config = config_for(tmp_path, kafka_bootstrap, topics, api.url)
-        with running_daemon(config, tmp_path / "d.log") as daemon:
-            daemon.wait_ready()
-            wait_committed(kafka_bootstrap, topics, 120, "done")
-            assert daemon.proc.poll() is None
-            assert daemon.get("/livez")[0] == 200
-        results = consume_all(kafka_bootstrap, topics["output"], len(messages), timeout_s=60)
-    per_record = check_results(messages, positions, results, topics["input"])
-    assert set(per_record.values()) == {1}
+    positions, results = run_once_each(kafka_bootstrap, topics, messages, tmp_path)
     invalid = statuses(results)["invalid"]
     assert invalid >= 200
     dlq = consume_all(kafka_bootstrap, topics["dlq"], invalid, timeout_s=30)
@@ -433,7 +424,6 @@ def test_poison_input_ends_invalid_while_running(
         source = f"{topics['input']}/{partition}/{offset}".encode()
         if source in by_source and len(message.value or b"") <= 512 * 1024:
             assert by_source[source] == message.value
-    assert_no_secret(daemon)
 
 
 def test_a_record_aiokafka_cannot_decode_ends_invalid_and_nothing_around_it_is_lost(

@@ -8,6 +8,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from cli_proc import streamstop
 from daemon_proc import TEST_TOKEN, Daemon, running_daemon, sampled, wait_for
 from fakeapi_proc import running_fake_api
 from kafkahelp import MakeTopic, Message, consume_all, produce
@@ -60,7 +61,7 @@ def test_a_refused_login_at_start_holds_until_the_password_file_is_fixed(
 @pytest.mark.parametrize(
     ("role", "operation", "event"),
     [
-        ("output", "WRITE", "publish_unauthorized"),
+        ("output", "WRITE", "publish_refused"),
         ("input", "READ", "poll_failed"),
     ],
 )
@@ -93,3 +94,20 @@ def test_an_acl_taken_away_while_running_is_a_hold_and_nothing_is_lost(
             wait_for(daemon.ready, 60, "ready again")
         results = consume_all(secure_kafka.bootstrap, topics["output"], 200, 60)
     check_results([*first, *later], positions, results, topics["input"])
+
+
+def test_the_topics_command_names_a_refused_login_as_the_daemon_does(
+    secure_kafka: SecureKafka, tmp_path: Path
+) -> None:
+    kafka = secure_kafka.kafka_config(
+        "sasl-plaintext", sasl_password="wrong-Passw0rd-DISTINCT", sasl_password_file=""
+    )
+    env = {
+        f"STREAMSTOP_KAFKA__{key.removeprefix('kafka__').upper()}": str(value)
+        for key, value in kafka.items()
+    }
+    done = streamstop("topics", "check", "--timeout", "20", cwd=tmp_path, env=env)
+    assert done.returncode == 3, done.stdout + done.stderr
+    (line,) = done.stderr.splitlines()
+    assert f"refused the login of user {USER}" in line
+    assert "wrong-Passw0rd-DISTINCT" not in done.stdout + done.stderr

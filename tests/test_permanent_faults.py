@@ -7,6 +7,7 @@ retention during a hold.
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 import uuid
@@ -20,13 +21,16 @@ from fakeapi_proc import running_fake_api
 from kafkahelp import (
     KafkaBroker,
     Message,
+    commit_offsets,
     consume_all,
     create_topic,
+    delete_records_before,
     kafka_sh,
     produce,
+    topics_on,
     unique_name,
 )
-from scenario import check_results, config_for, corpus, topics_for, wait_committed
+from scenario import check_results, config_for, corpus, run_once_each, topics_for, wait_committed
 
 pytestmark = pytest.mark.kafka
 
@@ -52,16 +56,7 @@ def test_an_output_topic_with_a_small_message_limit_gets_every_result(
         Message(orjson.dumps({"messageUuid": str(uuid.uuid4()), "requestId": f"r{i}"}))
         for i in range(3_000)
     ]
-    positions = produce(kafka_bootstrap, topics["input"], messages)
-    with running_fake_api("--token", TEST_TOKEN) as api:
-        config = config_for(tmp_path, kafka_bootstrap, topics, api.url, batch__max_size=3000)
-        with running_daemon(config, tmp_path / "d.log") as daemon:
-            daemon.wait_ready()
-            wait_committed(kafka_bootstrap, topics, 120, "every record committed")
-            assert daemon.proc.poll() is None
-        results = consume_all(kafka_bootstrap, topics["output"], len(messages), timeout_s=60)
-    per_record = check_results(messages, positions, results, topics["input"])
-    assert set(per_record.values()) == {1}
+    run_once_each(kafka_bootstrap, topics, messages, tmp_path, batch__max_size=3000)
 
 
 @pytest.mark.parametrize("limit", [None, 65_536])
@@ -78,16 +73,7 @@ def test_a_result_too_large_for_its_topic_goes_without_its_copied_headers(
     big_headers = [("traceparent", b"00-abc-def-01"), ("blob", b"x" * 100_000)]
     big = Message(big_uuid.encode(), headers=big_headers, partition=0)
     messages = [*good[:100], big, *good[100:]]
-    positions = produce(kafka_bootstrap, topics["input"], messages)
-    with running_fake_api("--token", TEST_TOKEN) as api:
-        config = config_for(tmp_path, kafka_bootstrap, topics, api.url)
-        with running_daemon(config, tmp_path / "d.log") as daemon:
-            daemon.wait_ready()
-            wait_committed(kafka_bootstrap, topics, 120, "every record committed")
-            assert daemon.proc.poll() is None
-        results = consume_all(kafka_bootstrap, topics["output"], len(messages), timeout_s=60)
-    per_record = check_results(messages, positions, results, topics["input"])
-    assert set(per_record.values()) == {1}
+    _, results = run_once_each(kafka_bootstrap, topics, messages, tmp_path)
     (cut,) = [r for r in results if r.key == big_uuid.encode()]
     if limit is None:
         assert dict(cut.headers) == dict(big_headers)
@@ -105,17 +91,8 @@ def test_a_dlq_copy_too_large_for_its_topic_is_cut_to_fit(
     good = [Message(str(uuid.uuid4()).encode(), partition=0) for _ in range(200)]
     poison = Message(b"not a uuid " * 30_000, headers=[("blob", b"y" * 100_000)], partition=0)
     messages = [*good[:100], poison, *good[100:]]
-    positions = produce(kafka_bootstrap, topics["input"], messages)
-    with running_fake_api("--token", TEST_TOKEN) as api:
-        config = config_for(tmp_path, kafka_bootstrap, topics, api.url)
-        with running_daemon(config, tmp_path / "d.log") as daemon:
-            daemon.wait_ready()
-            wait_committed(kafka_bootstrap, topics, 120, "every record committed")
-            assert daemon.proc.poll() is None
-        results = consume_all(kafka_bootstrap, topics["output"], len(messages), timeout_s=60)
-        (copy,) = consume_all(kafka_bootstrap, topics["dlq"], 1, timeout_s=30)
-    per_record = check_results(messages, positions, results, topics["input"])
-    assert set(per_record.values()) == {1}
+    positions, _ = run_once_each(kafka_bootstrap, topics, messages, tmp_path)
+    (copy,) = consume_all(kafka_bootstrap, topics["dlq"], 1, timeout_s=30)
     assert header(copy, "streamstop-truncated") == b"true"
     assert header(copy, "streamstop-source") == f"{topics['input']}/0/{positions[100][1]}".encode()
     assert copy.value is not None
@@ -254,18 +231,19 @@ def list_topics(bootstrap: str) -> list[str]:
     return blocking(names)()
 
 
-def test_a_healthy_start_logs_nothing_at_error_level(
-    kafka_bootstrap: str, make_topic: Any, tmp_path: Path
-) -> None:
-    topics = topics_for(make_topic)
-    messages = corpus(500, seed=21)
-    produce(kafka_bootstrap, topics["input"], messages)
-    with running_fake_api("--token", TEST_TOKEN) as api:
-        config = config_for(tmp_path, kafka_bootstrap, topics, api.url)
-        with running_daemon(config, tmp_path / "d.log") as daemon:
-            daemon.wait_ready()
-            wait_committed(kafka_bootstrap, topics, 120, "done")
-            assert error_lines(daemon) == []
+def test_a_healthy_start_on_a_fresh_cluster_logs_nothing_at_error_level(tmp_path: Path) -> None:
+    # A fresh cluster creates __consumer_offsets on the first group request: until then
+    # the group coordinator is "not available", which aiokafka logs at error level.
+    state = tmp_path / "fresh-broker"
+    broker = KafkaBroker.start_in(state)
+    try:
+        with topics_on(broker.bootstrap) as make_topic:
+            topics = topics_for(make_topic)
+            run_once_each(broker.bootstrap, topics, corpus(500, seed=21), tmp_path)
+        lines = [json.loads(line) for line in (tmp_path / "d.log").read_text().splitlines()]
+        assert [line for line in lines if line["level"] in ("error", "critical")] == []
+    finally:
+        kafka_sh("down", state)
 
 
 def test_records_deleted_by_retention_during_a_hold_are_counted_and_alerted(
@@ -322,3 +300,53 @@ def beginning_offset(bootstrap: str, topic: str) -> int:
             await consumer.stop()
 
     return blocking(first)()
+
+
+@pytest.mark.parametrize("reset", ["earliest", "latest"])
+def test_records_deleted_below_the_committed_offset_are_counted_and_the_rest_processed(
+    kafka_bootstrap: str, make_topic: Any, tmp_path: Path, reset: str
+) -> None:
+    # The group committed offset 0; records 0-4 were deleted (as retention would during
+    # a hold), 5-9 still exist and still need their results, whatever
+    # kafka.auto_offset_reset (where a *new* group starts) says.
+    topics = topics_for(make_topic, dlq=False)
+    topics["input"] = make_topic(1, "in")
+    messages = [Message(str(uuid.uuid4()).encode()) for _ in range(10)]
+    positions = produce(kafka_bootstrap, topics["input"], messages)
+    commit_offsets(kafka_bootstrap, topics["group"], topics["input"], {0: 0})
+    delete_records_before(kafka_bootstrap, topics["input"], 0, 5)
+    with running_fake_api("--token", TEST_TOKEN) as api:
+        config = config_for(
+            tmp_path, kafka_bootstrap, topics, api.url, kafka__auto_offset_reset=reset
+        )
+        with running_daemon(config, tmp_path / "d.log") as daemon:
+            daemon.wait_ready()
+            wait_committed(kafka_bootstrap, topics, 60, "what is left is processed")
+            (line,) = daemon.events("offset_reset")
+            assert (line["level"], line["offset"], line["cause"]) == ("error", 0, "records deleted")
+            resets = {"topic": topics["input"], "partition": "0"}
+            assert daemon.metric("streamstop_offset_resets_total", resets) == 1
+        results = consume_all(kafka_bootstrap, topics["output"], 5, timeout_s=30)
+    check_results(messages[5:], positions[5:], results, topics["input"])
+    assert len(results) == 5
+
+
+def test_a_huge_key_or_streamstop_header_never_stops_the_daemon(
+    kafka_bootstrap: str, make_topic: Any, tmp_path: Path
+) -> None:
+    # What the smaller forms cannot drop was a crash loop: a DLQ copy's key, and an input
+    # header that happens to be named like streamstop's own.
+    topics = topics_for(make_topic, dlq=False)
+    topics["output"] = make_topic(6, "out", SMALL_LIMIT)
+    topics["dlq"] = make_topic(1, "dlq", SMALL_LIMIT)
+    good = [Message(str(uuid.uuid4()).encode(), partition=0) for _ in range(100)]
+    keyed = Message(b"not a uuid", key=b"k" * 70_000, partition=0)
+    named_uuid = str(uuid.uuid4())
+    named = Message(named_uuid.encode(), headers=[("streamstop-x", b"h" * 70_000)], partition=0)
+    messages = [*good[:50], keyed, named, *good[50:]]
+    _, results = run_once_each(kafka_bootstrap, topics, messages, tmp_path)
+    (copy,) = consume_all(kafka_bootstrap, topics["dlq"], 1, timeout_s=30)
+    assert copy.key is None
+    assert header(copy, "streamstop-truncated") == b"true"
+    (result,) = [r for r in results if r.key == named_uuid.encode()]
+    assert dict(result.headers) == {"streamstop-truncated": b"headers,requestId"}

@@ -4,8 +4,9 @@ sizes record batches to each topic's limit, and how it rides out Kafka's refusal
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -21,6 +22,7 @@ from aiokafka.record.default_records import DefaultRecordBatch
 from streamstop.core.fit import Kind, record_size
 from streamstop.metrics import Metrics
 from streamstop.publisher import OutMessage, Publisher
+from streamstop.topics import TopicLimits, describe_topics
 
 Record = tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]
 
@@ -49,6 +51,7 @@ class FakeProducer:
 
     cluster: Cluster
     refuse: Callable[[Sent], BaseException | None] = lambda _: None
+    start_error: BaseException | None = None
     sent: list[Sent] = field(default_factory=list)
     started: bool = False
     stopped: bool = False
@@ -58,6 +61,8 @@ class FakeProducer:
         return self
 
     async def start(self) -> None:
+        if self.start_error is not None:
+            raise self.start_error
         self.started = True
 
     async def stop(self) -> None:
@@ -89,7 +94,7 @@ class Limits:
     def max_message_bytes(self, topic: str) -> int:
         return self.limits[topic]
 
-    async def refresh(self, topic: str) -> None:
+    async def refused(self, topic: str, batch_bytes: int) -> None:
         self.refreshed.append(topic)
         self.limits[topic] = self.on_topic.get(topic, self.limits[topic])
 
@@ -100,16 +105,21 @@ class Owner:
 
 
 def publisher_with(
-    limits: dict[str, int], refuse: Callable[[Sent], BaseException | None] = lambda _: None
-) -> tuple[Publisher, list[FakeProducer], Limits]:
+    limits: dict[str, int] | Any,
+    refuse: Callable[[Sent], BaseException | None] = lambda _: None,
+    start_errors: Iterator[BaseException | None] | None = None,
+) -> tuple[Publisher, list[FakeProducer], Any]:
+    """A publisher over fake producers (the n-th one's start fails with the n-th of
+    `start_errors`, None for a good start); `limits` is a dict for the fake `Limits`,
+    or a real one."""
     cluster = Cluster({"out": 3, "dlq": 1})
     producers: list[FakeProducer] = []
 
     def make() -> FakeProducer:
-        producers.append(FakeProducer(cluster, refuse))
+        producers.append(FakeProducer(cluster, refuse, next(start_errors or iter(()), None)))
         return producers[-1]
 
-    known = Limits(dict(limits))
+    known = Limits(dict(limits)) if isinstance(limits, dict) else limits
     return Publisher(make, known, Metrics()), producers, known
 
 
@@ -217,14 +227,14 @@ async def test_authorization_errors_are_held_and_retried_until_they_clear() -> N
 
     async def watch() -> None:
         while True:
-            seen.append(publisher.unauthorized)
+            seen.append(publisher.refused)
             await asyncio.sleep(0.01)
 
     watcher = asyncio.create_task(watch())
     await asyncio.wait_for(publisher.publish([result(1)]), 30)
     watcher.cancel()
     assert any(reason and "TopicAuthorizationFailed" in reason for reason in seen)
-    assert publisher.unauthorized is None
+    assert publisher.refused is None
     assert len(delivered(producers)) == 1
 
 
@@ -250,3 +260,81 @@ async def test_a_topic_recreated_with_fewer_partitions_is_followed(count: int) -
     producers[0].cluster.partitions["out"] = count
     await publisher.publish([result(i) for i in range(30, 60)])
     assert {sent.partition for sent in producers[0].sent[before:]} == set(range(count))
+
+
+async def test_messages_of_a_partition_revoked_before_they_go_out_are_never_sent() -> None:
+    publisher, producers, _ = publisher_with({"out": 1_048_588})
+    await publisher.start()
+    await publisher.publish([result(1)._replace(owner=Owner(revoked=True)), result(2)])
+    assert keys(delivered(producers)) == [result(2).key]
+
+
+async def test_a_replacement_producer_that_cannot_start_is_a_hold_not_a_crash() -> None:
+    failures = iter([OutOfOrderSequenceNumber()])
+    down = KafkaConnectionError("Unable to bootstrap")
+    publisher, producers, _ = publisher_with(
+        {"out": 1_048_588},
+        lambda _: next(failures, None),
+        iter([None, down, down, None]),  # the first start, two failed replacements
+    )
+    await publisher.start()
+    reasons: list[str | None] = []
+
+    async def watch() -> None:
+        while True:
+            reasons.append(publisher.refused)
+            await asyncio.sleep(0.01)
+
+    watcher = asyncio.create_task(watch())
+    await asyncio.wait_for(publisher.publish([result(1), result(2)]), 30)
+    watcher.cancel()
+    assert len(producers) == 4
+    assert any(reason and "cannot start a producer" in reason for reason in reasons)
+    assert publisher.refused is None
+    assert keys(delivered(producers)) == keys((m.key, m.value, []) for m in [result(1), result(2)])
+    # Nothing was sent through a producer that had not started.
+    assert all(producer.started or not producer.sent for producer in producers)
+
+
+async def test_a_record_that_cannot_be_cut_small_enough_is_a_hold_not_a_crash() -> None:
+    publisher, producers, limits = publisher_with({"out": 100})  # below any result
+    await publisher.start()
+    publishing = asyncio.create_task(publisher.publish([result(1)]))
+    await asyncio.sleep(0.5)
+    assert not publishing.done()
+    assert publisher.refused is not None
+    assert "DoesNotFit" in publisher.refused
+    limits.on_topic["out"] = 1_048_588  # the operator raises the topic's limit
+    await asyncio.wait_for(publishing, 30)
+    assert publisher.refused is None
+    assert keys(delivered(producers)) == [result(1).key]
+
+
+@dataclass
+class UnreadableConfigsAdmin:
+    """An admin client that sees the topic but may not read its configuration."""
+
+    async def describe_topics(self) -> list[dict[str, Any]]:
+        partitions = [{"partition": p, "replicas": [1], "leader": 1} for p in range(3)]
+        return [{"topic": "out", "error_code": 0, "partitions": partitions}]
+
+    async def describe_configs(self, resources: list[Any]) -> list[Any]:
+        denied = {"resource_name": "out", "error_code": 29, "config_entries": []}
+        return [SimpleNamespace(to_object=lambda: {"resources": [denied]})]
+
+
+async def test_a_lowered_limit_that_cannot_be_read_is_found_by_halving() -> None:
+    # No DescribeConfigs permission: the limit is Kafka's default, but the topic takes
+    # 16 KiB at most. Batches halve until Kafka takes them; every message goes out.
+    topics = await describe_topics(UnreadableConfigsAdmin(), ["out"])
+    limits = TopicLimits(UnreadableConfigsAdmin(), topics)
+
+    def refuse(sent: Sent) -> BaseException | None:
+        return MessageSizeTooLargeError() if sent.size > 16_384 else None
+
+    publisher, producers, _ = publisher_with(limits, refuse)
+    await publisher.start()
+    messages = [result(i, [("traceparent", b"t" * 200)]) for i in range(3_000)]
+    await asyncio.wait_for(publisher.publish(messages), 60)
+    assert keys(delivered(producers)) == keys((m.key, m.value, []) for m in messages)
+    assert limits.max_message_bytes("out") <= 16_384

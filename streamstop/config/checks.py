@@ -3,6 +3,8 @@
 Files named by the configuration (CA bundles, certificates, keys) are checked when it is
 loaded, so a missing mount is exit 2 with one line; secret files are read on every use,
 so a rotated Kubernetes Secret is picked up without a restart.
+
+Never: echo a secret's value in a problem.
 """
 
 from __future__ import annotations

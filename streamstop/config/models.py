@@ -4,6 +4,8 @@ Pure data and validation; finding, reading and merging the file and the environm
 `loading.py`, checks of single values (URLs, files, secrets) `checks.py`, how the Kafka
 security keys fit together `kafka_tls.py`. Secret files (`*_file` keys) are read on every
 call of their accessor, so a rotated Kubernetes Secret is picked up without a restart.
+
+Never: echo a value in an error (it may be a secret), or read the environment itself.
 """
 
 from __future__ import annotations

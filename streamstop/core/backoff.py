@@ -1,4 +1,7 @@
-"""Retry backoff: full jitter, capped (SPEC "Stop API usage")."""
+"""Retry backoff: full jitter, capped (SPEC "Stop API usage").
+
+Never: a negative or unbounded wait.
+"""
 
 from __future__ import annotations
 

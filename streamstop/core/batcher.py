@@ -7,6 +7,9 @@ clock in and sends what `add`, `take_due` or `flush` hand back.
 Batches hold up to `batch.max_pending` records between them, so a uuid with one waiter
 (nearly all of them) keeps it bare, not in a list of one: that list would be the
 largest object per pending record.
+
+Never: more than `max_size` distinct uuids in a batch, a batch due later than
+`max_wait_s` after its first record, or a record lost between batches.
 """
 
 from __future__ import annotations

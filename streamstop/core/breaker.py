@@ -8,6 +8,9 @@ backlog into junk.
 
 Runs are counted per batch: batches bisect concurrently, and their rejections interleaved
 would add up to a run that no single bisection made. Any accepted request ends every run.
+
+Never: open on the rejections bisection explains (one bad uuid), or stay open after an
+accepted request.
 """
 
 from __future__ import annotations

@@ -4,6 +4,8 @@ A value is a JSON object carrying `messageUuid` (alias `uuid`) and an optional `
 or the bare uuid as plain text. Anything else is invalid input with a short reason. This
 runs once per consumed record, so the common case (a JSON object) costs one orjson parse,
 one dict lookup and one regex match, and invalid outcomes are preallocated constants.
+
+Never: raise, whatever the bytes; never accept a uuid the SPEC's pattern does not.
 """
 
 from __future__ import annotations

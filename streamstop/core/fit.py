@@ -4,9 +4,13 @@ Kafka refuses a record batch over the topic's limit for good, and aiokafka's ide
 producer does not recover the partition's sequence afterwards, so nothing that would be
 refused may be sent. A result too large for its topic goes without the input headers it
 copied (its own `streamstop-*` headers stay) and says so in `streamstop-truncated:
-headers`; if that is not enough (a huge `requestId`), the `requestId` goes too. A DLQ copy
-is cut to fit: its value first, then the copied headers, marked `streamstop-truncated:
-true`. Pure: sizes are aiokafka's own upper bound for a one-record batch.
+headers`; if that is not enough (a huge `requestId`), the `requestId` goes too, and at the
+last any input header at all. A DLQ copy is cut to fit: its value first, then the copied
+headers, at the last its key, marked `streamstop-truncated: true`. The smallest forms fit
+any topic streamstop accepts at start (`max.message.bytes` of 1024 or more). Pure: sizes
+are aiokafka's own upper bound for a one-record batch.
+
+Never: return a record still too large; never cut what a smaller form keeps.
 """
 
 from __future__ import annotations
@@ -57,6 +61,8 @@ def _own(headers: Headers) -> list[tuple[str, bytes]]:
 def _fit_result(
     key: bytes | None, value: bytes | None, headers: Headers, limit: int
 ) -> tuple[bytes | None, bytes | None, Headers]:
+    """Smaller and smaller forms: without copied headers; then without `requestId` too;
+    then without any input header at all (even a `streamstop-*` one an input carried)."""
     kept = [*_own(headers), (TRUNCATED, b"headers")]
     if record_size(key, value, kept) <= limit:
         return key, value, kept
@@ -64,15 +70,19 @@ def _fit_result(
         result = orjson.loads(value)
         result["requestId"] = None
         value = orjson.dumps(result)
-        kept[-1] = (TRUNCATED, b"headers,requestId")
-        if record_size(key, value, kept) <= limit:
-            return key, value, kept
+    marker = (TRUNCATED, b"headers,requestId")
+    for headers_left in ([*_own(headers), marker], [marker]):
+        if record_size(key, value, headers_left) <= limit:
+            return key, value, headers_left
     raise DoesNotFit(f"a result does not fit in {limit} bytes even without its headers")
 
 
 def _fit_dlq_copy(
     key: bytes | None, value: bytes | None, headers: Headers, limit: int
 ) -> tuple[bytes | None, bytes | None, Headers]:
+    """The value cut first, then the copied headers; at the last the key and any
+    `streamstop-*` header the input carried: only the copy's own reason and source stay
+    (they come last, added by the writer)."""
     marked = [*(h for h in headers if h[0] != TRUNCATED), (TRUNCATED, b"true")]
     if value:
         # The value shrinks first, to what the rest leaves room for.
@@ -81,7 +91,14 @@ def _fit_dlq_copy(
         if room > 0:
             return key, value[:room], marked
         value = b""
-    marked = [*_own(marked)]
-    if record_size(key, value, marked) <= limit:
-        return key, value, marked
+    smallest = [*_last_of(headers, "streamstop-error", "streamstop-source"), (TRUNCATED, b"true")]
+    for key_left, headers_left in ((key, [*_own(marked)]), (key, smallest), (None, smallest)):
+        if record_size(key_left, value, headers_left) <= limit:
+            return key_left, value, headers_left
     raise DoesNotFit(f"a DLQ copy does not fit in {limit} bytes even without its content")
+
+
+def _last_of(headers: Headers, *names: str) -> list[tuple[str, bytes]]:
+    """The last header of each name (the writer's own, added after the copied ones)."""
+    found = {name: data for name, data in headers if name in names}
+    return [(name, found[name]) for name in names if name in found]

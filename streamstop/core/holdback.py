@@ -64,13 +64,15 @@ class Holdback(Generic[T]):
         self._offset = offset
         return Released(items, offset)
 
-    def committed(self) -> int:
-        """The open transaction committed: its results are let go. Returns its offset."""
+    def committed(self) -> Released[T]:
+        """The open transaction committed: its results are let go. Returns them, with the
+        offset it committed."""
         offset = self.offset
+        items = [item for _, item in self._open]
         self._open.clear()
         self._offset = None
         self._committed = offset
-        return offset
+        return Released(items, offset)
 
     def aborted(self) -> None:
         """The open transaction aborted: its results wait for the next one."""
@@ -78,6 +80,14 @@ class Holdback(Generic[T]):
             heapq.heappush(self._heap, entry)
         self._open.clear()
         self._offset = None
+
+    def clear(self) -> list[T]:
+        """Everything held, let go (the partition is gone)."""
+        items = [item for _, item in self._open] + [item for _, item in self._heap]
+        self._open.clear()
+        self._heap.clear()
+        self._offset = None
+        return items
 
     @property
     def is_open(self) -> bool:

@@ -4,6 +4,8 @@ The vendor documents one shape (a 2xx with `items` of `{messageUuid, code}`) and
 the rest unsaid, so anything else is classified defensively: transient (retry), a request
 the API rejects (split it), or our configuration being wrong (stop and alert). Pure: the
 caller passes the status, headers, body and wall-clock time in.
+
+Never: let one malformed item change what the others say, or quote a secret in a reason.
 """
 
 from __future__ import annotations

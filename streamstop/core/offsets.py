@@ -69,6 +69,10 @@ class OffsetTracker:
         last = self._last
         if last is None or offset > last + 1:
             self._last = offset - 1
+        if self._committed is None:
+            # Whatever was committed lies below the gap: anything from `offset` on is
+            # progress (and a record taken in next does not become the baseline).
+            self._committed = offset - 1
 
     def _index(self, offset: int) -> int | None:
         """Where `offset` is among the records not known done, or None."""

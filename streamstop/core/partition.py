@@ -4,6 +4,8 @@ Results are keyed by uuid, so a result lands on the partition a Java producer wo
 The hash comes from `murmurhash2` (a compiled extension, ~0.4 µs a key): aiokafka's
 pure-Python murmur2 costs ~17 µs and a hand-tuned Python one ~6 µs, which made hashing the
 largest single cost of publishing results. A property test checks it against aiokafka's.
+
+Never: a partition other than the Java client's default partitioner would pick.
 """
 
 from __future__ import annotations

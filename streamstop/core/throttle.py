@@ -4,6 +4,8 @@ It combines the rate cap (`api.max_requests_per_second`), the API's "slow down" 
 (429/503 and Retry-After, which hold back every request, not only the one that got it),
 a run of transient failures, and slow probing while the API reports a configuration
 error. Pure: the caller passes the time in and sleeps until `next_start`.
+
+Never: start requests faster than the rate cap, or before a Retry-After has passed.
 """
 
 from __future__ import annotations

@@ -5,6 +5,9 @@ topics (`streamstop.topics.describe_topics`) and ask these rules what is wrong. 
 *problem* makes a topic unusable as configured (the results could not be published, or
 would be merged or refused); a *warning* is a risk worth knowing (no redundancy, writes
 that stop when one broker is down).
+
+Never: pass a topic streamstop could not write to as configured (compacted output,
+min.insync.replicas above its replicas).
 """
 
 from __future__ import annotations
