@@ -8,7 +8,10 @@ the same three (streamstop at 0 ms) on a BENCH_BACKLOG_RECORDS backlog (default 
 where JVM start-up no longer decides the comparison and streamstop's peak RSS is checked.
 With BENCH_BASELINE set to a git ref (say `main`), that ref's streamstop runs the backlog
 too, interleaved with the rest (`streamstop-<ref>-backlog`): a before/after within one run.
-Writes `benchmarks/results/latest.json`, `latest.md` and `latest.png`.
+Exactly-once (`delivery.guarantee = "exactly_once"`) is measured beside at-least-once:
+throughput at 0 ms (interleaved with the other cases), p99 at the same paced rate, and
+a run on BENCH_EOS_PARTITIONS input partitions (default 24: one producer each) for peak
+RSS and sockets. Writes `benchmarks/results/latest.json`, `latest.md` and `latest.png`.
 """
 
 from __future__ import annotations
@@ -60,6 +63,12 @@ REPEATS = int(os.environ.get("BENCH_REPEATS", "3"))
 BACKLOG_REPEATS = int(os.environ.get("BENCH_BACKLOG_REPEATS", str(REPEATS)))
 BASELINE = os.environ.get("BENCH_BASELINE", "")
 PARTITIONS = 6
+EOS_PARTITIONS = int(os.environ.get("BENCH_EOS_PARTITIONS", "24"))
+EXACTLY_ONCE = {"delivery": {"guarantee": "exactly_once"}}
+# The latency exactly-once may add at the paced rate: delivery.transaction_interval_ms.
+EOS_LATENCY_BUDGET_MS = 100
+# Exactly-once's throughput target at 0 ms, against at-least-once's.
+EOS_THROUGHPUT_TARGET = 0.7
 MAX_SIZE = 10_000
 RESULTS = Path(os.environ.get("BENCH_RESULTS_DIR", REPO / "benchmarks" / "results"))
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -123,9 +132,16 @@ def ms(value: float | None) -> str:
 
 
 def daemon_config(
-    path: Path, bootstrap: str, topic: str, output: str, group: str, api_url: str
+    path: Path,
+    bootstrap: str,
+    topic: str,
+    output: str,
+    group: str,
+    api_url: str,
+    extra: dict[str, dict[str, Any]] | None = None,
 ) -> Path:
-    """The daemon at its defaults, pointed at this run's topics and fake API."""
+    """The daemon at its defaults (plus `extra` sections), pointed at this run's topics
+    and fake API."""
     return write_config(
         path,
         {
@@ -137,6 +153,7 @@ def daemon_config(
             },
             "api": {"url": api_url, "token": TEST_TOKEN},
             "observability": {"http_port": 0},
+            **(extra or {}),
         },
     )
 
@@ -176,6 +193,15 @@ def source_env(source: Path | None) -> dict[str, str] | None:
     if source is None:
         return None
     return {"PYTHONPATH": str(source), "PYTHONSAFEPATH": "1"}
+
+
+def sockets(pid: int) -> int:
+    """Sockets a live process holds open now."""
+    count = 0
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):  # closed meanwhile
+            count += os.readlink(fd).startswith("socket:")
+    return count
 
 
 def java_tool(name: str) -> str:
@@ -270,32 +296,38 @@ def run_streamstop(
     latency_ms: int,
     workdir: Path,
     measure_latency: bool,
+    extra: dict[str, dict[str, Any]] | None = None,
+    partitions: int = PARTITIONS,
     source: Path | None = None,
 ) -> Row:
     """One run of `streamstop run` (of the package under `source`, if given) against
     the fake API at `latency_ms`, until its commits cover every record."""
     output = unique_name("bench-out")
-    create_topic(bootstrap, output, PARTITIONS, BROKER_TIME)
+    create_topic(bootstrap, output, partitions, BROKER_TIME)
     group = unique_name("bench")
+    peak_sockets = 0
+
+    def done(daemon: Daemon) -> bool:
+        nonlocal peak_sockets
+        with contextlib.suppress(OSError):
+            peak_sockets = max(peak_sockets, sockets(daemon.proc.pid))
+        return lag(bootstrap, group, topic) == 0 and daemon.proc.poll() is None
+
     with running_fake_api("--token", TEST_TOKEN, "--latency-ms", str(latency_ms)) as api:
         config = daemon_config(
-            workdir / f"bench-{latency_ms}.toml", bootstrap, topic, output, group, api.url
+            workdir / f"{case}-{latency_ms}.toml", bootstrap, topic, output, group, api.url, extra
         )
         began = time.monotonic()
         started_ms = time.time() * 1000
-        daemon = Daemon(config, workdir / f"bench-{latency_ms}.log", source_env(source))
+        daemon = Daemon(config, workdir / f"{case}-{latency_ms}.log", source_env(source))
         try:
-            wait_for(
-                lambda: lag(bootstrap, group, topic) == 0 and daemon.proc.poll() is None,
-                1800,
-                "every record committed",
-                interval_s=0.25,
-            )
+            wait_for(lambda: done(daemon), 1800, "every record committed", interval_s=0.25)
             elapsed = time.monotonic() - began
             cpu, peak = proc_stats(daemon.proc.pid)
             system = proc_cpu(daemon.proc.pid)[1]
             api_cpu, _ = proc_stats(api.proc.pid)
             stats = api.stats()
+            producers = daemon.metric("streamstop_transactional_producers")
         finally:
             daemon.stop()
     lat = latencies_ms(bootstrap, topic, output, count, started_ms) if measure_latency else []
@@ -315,6 +347,9 @@ def run_streamstop(
         "cpu_sys_s": round(system, 2),
         "api_cpu_s": round(api_cpu, 2),
         "peak_rss_mb": round(peak, 1),
+        "partitions": partitions,
+        "peak_sockets": peak_sockets,
+        "producers": int(producers),
     }
 
 
@@ -347,7 +382,15 @@ async def produce_paced(bootstrap: str, topic: str, rate: float, seconds: float)
     return sent
 
 
-def run_paced(bootstrap: str, latency_ms: int, rate: float, workdir: Path, seconds: float) -> Row:
+def run_paced(
+    bootstrap: str,
+    latency_ms: int,
+    rate: float,
+    workdir: Path,
+    seconds: float,
+    extra: dict[str, dict[str, Any]] | None = None,
+    case: str = "streamstop-paced",
+) -> Row:
     """Latency at a given input rate: the daemon is caught up, then records arrive live."""
     topic = unique_name("bench-paced-in")
     output = unique_name("bench-paced-out")
@@ -356,9 +399,9 @@ def run_paced(bootstrap: str, latency_ms: int, rate: float, workdir: Path, secon
     group = unique_name("bench-paced")
     with running_fake_api("--token", TEST_TOKEN, "--latency-ms", str(latency_ms)) as api:
         config = daemon_config(
-            workdir / "bench-paced.toml", bootstrap, topic, output, group, api.url
+            workdir / f"{case}.toml", bootstrap, topic, output, group, api.url, extra
         )
-        daemon = Daemon(config, workdir / "bench-paced.log")
+        daemon = Daemon(config, workdir / f"{case}.log")
         try:
             daemon.wait_ready()
             count = asyncio.run(produce_paced(bootstrap, topic, rate, seconds))
@@ -367,7 +410,7 @@ def run_paced(bootstrap: str, latency_ms: int, rate: float, workdir: Path, secon
             daemon.stop()
     lat = latencies_ms(bootstrap, topic, output, count)
     return {
-        "case": "streamstop-paced",
+        "case": case,
         "api_latency_ms": latency_ms,
         "input_rate": round(rate),
         "records": count,
@@ -450,6 +493,68 @@ def cpu_comparison(rows: list[Row]) -> str:
     )
 
 
+def measure_exactly_once(
+    bootstrap: str, rows: list[Row], paced: Row, rate: float, workdir: Path
+) -> Row:
+    """Exactly-once against at-least-once: throughput at 0 ms (from `rows`), p99 at the
+    paced rate, and peak RSS and sockets with one producer per partition of a topic with
+    EOS_PARTITIONS partitions."""
+    eos = next(r for r in rows if r["case"] == "streamstop-eos")
+    alo = next(r for r in rows if r["case"] == "streamstop" and r["api_latency_ms"] == 0)
+    paced_eos = run_paced(
+        bootstrap,
+        paced["api_latency_ms"],
+        rate,
+        workdir,
+        PACED_SECONDS,
+        EXACTLY_ONCE,
+        "streamstop-eos-paced",
+    )
+    print(json.dumps(paced_eos), flush=True)
+    wide_topic = unique_name("bench-eos-wide")
+    create_topic(bootstrap, wide_topic, EOS_PARTITIONS, BROKER_TIME)
+    produce(bootstrap, wide_topic, records(RECORDS))
+    wide = run_streamstop(
+        f"streamstop-eos-{EOS_PARTITIONS}p",
+        bootstrap,
+        wide_topic,
+        RECORDS,
+        0,
+        workdir,
+        False,
+        EXACTLY_ONCE,
+        EOS_PARTITIONS,
+    )
+    print(json.dumps(wide), flush=True)
+    return {
+        "records_per_s": eos["records_per_s"],
+        "vs_at_least_once": round(eos["records_per_s"] / alo["records_per_s"], 2),
+        "vs_ceiling": eos["vs_ceiling"],
+        "throughput_target": EOS_THROUGHPUT_TARGET,
+        "peak_rss_mb": eos["peak_rss_mb"],
+        "paced": paced_eos,
+        "paced_p99_target_ms": None
+        if paced["p99_ms"] is None
+        else paced["p99_ms"] + EOS_LATENCY_BUDGET_MS,
+        "wide": wide,
+    }
+
+
+def exactly_once_summary(eos: Row) -> str:
+    """Exactly-once's figures against at-least-once's and their targets."""
+    paced, wide = eos["paced"], eos["wide"]
+    return (
+        f"\nExactly-once at 0 ms: {eos['records_per_s']:,} records/s, "
+        f"{eos['vs_at_least_once']:.2f}x at-least-once (target >= {eos['throughput_target']}), "
+        f"{eos['vs_ceiling']:.2f}x the ceiling, peak RSS {eos['peak_rss_mb']} MB. At the "
+        f"same paced rate ({paced['input_rate']:,} records/s): p99 {ms(paced['p99_ms'])} ms "
+        f"(target <= {ms(eos['paced_p99_target_ms'])} ms: at-least-once's p99 + "
+        f"{EOS_LATENCY_BUDGET_MS} ms). With {wide['partitions']} input partitions: "
+        f"{wide['producers']} producers, peak {wide['peak_sockets']} sockets, peak RSS "
+        f"{wide['peak_rss_mb']} MB, {wide['records_per_s']:,} records/s.\n"
+    )
+
+
 def plot(rows: list[Row], path: Path) -> bool:
     try:
         import matplotlib
@@ -501,9 +606,17 @@ def main() -> int:
         return run_program(case, command, bootstrap, topic, count, workdir, lat)
 
     def daemon(
-        case: str, topic: str, count: int, latency: int, lat: bool, source: Path | None = None
+        case: str,
+        topic: str,
+        count: int,
+        latency: int,
+        lat: bool,
+        extra: dict[str, dict[str, Any]] | None = None,
+        source: Path | None = None,
     ) -> Row:
-        return run_streamstop(case, bootstrap, topic, count, latency, workdir, lat, source)
+        return run_streamstop(
+            case, bootstrap, topic, count, latency, workdir, lat, extra, source=source
+        )
 
     cases: list[Callable[[], Row]] = [
         functools.partial(program, "ceiling", ceiling, topic, RECORDS, True),
@@ -513,12 +626,15 @@ def main() -> int:
         functools.partial(daemon, "streamstop", topic, RECORDS, latency, True)
         for latency in LATENCIES_MS
     ]
+    cases.append(functools.partial(daemon, "streamstop-eos", topic, RECORDS, 0, True, EXACTLY_ONCE))
     rows = against_ceiling(measure(cases, REPEATS))
-    saturating = next(r for r in rows if r.get("api_latency_ms") == PACED_LATENCY_MS)
-    paced = run_paced(
-        bootstrap, PACED_LATENCY_MS, saturating["records_per_s"] / 2, workdir, PACED_SECONDS
+    saturating = next(
+        r for r in rows if r["case"] == "streamstop" and r["api_latency_ms"] == PACED_LATENCY_MS
     )
+    rate = saturating["records_per_s"] / 2
+    paced = run_paced(bootstrap, PACED_LATENCY_MS, rate, workdir, PACED_SECONDS)
     print(json.dumps(paced), flush=True)
+    exactly_once = measure_exactly_once(bootstrap, rows, paced, rate, workdir)
     backlog: list[Row] = []
     memory: Row | None = None
     if BACKLOG_RECORDS:
@@ -535,7 +651,9 @@ def main() -> int:
         if BASELINE:
             source = baseline_source(BASELINE, workdir)
             case = f"streamstop-{BASELINE.replace('/', '-')}-backlog"
-            cases.append(functools.partial(daemon, case, big, BACKLOG_RECORDS, 0, False, source))
+            cases.append(
+                functools.partial(daemon, case, big, BACKLOG_RECORDS, 0, False, source=source)
+            )
         cases.append(
             functools.partial(daemon, "streamstop-backlog", big, BACKLOG_RECORDS, 0, False)
         )
@@ -561,6 +679,7 @@ def main() -> int:
                 "backlog": backlog,
                 "paced": paced,
                 "memory": memory,
+                "exactly_once": exactly_once,
             },
             indent=2,
         )
@@ -574,6 +693,7 @@ def main() -> int:
         f"{paced['api_latency_ms']} ms): append-to-result p50 {ms(paced['p50_ms'])} ms, "
         f"p99 {ms(paced['p99_ms'])} ms (target <= {paced['p99_budget_ms']} ms).\n"
     )
+    table += exactly_once_summary(exactly_once)
     if memory:
         table += (
             f"\nBacklog of {BACKLOG_RECORDS:,} records: peak RSS {memory['peak_rss_mb']} MB, "

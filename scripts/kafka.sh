@@ -155,6 +155,9 @@ offsets.topic.num.partitions=3
 transaction.state.log.replication.factor=1
 transaction.state.log.min.isr=1
 transaction.state.log.num.partitions=3
+# Transactions open longer than their timeout are aborted within a second (tests of a
+# producer stalled past its transaction timeout), not within the default 10 s.
+transaction.abort.timed.out.transaction.cleanup.interval.ms=1000
 share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0

@@ -24,7 +24,7 @@ import ssl
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import structlog
 from aiokafka.errors import KafkaError
@@ -42,12 +42,13 @@ from streamstop.partitions import Assignment
 from streamstop.pipeline import Pipeline
 from streamstop.publisher import Publisher
 from streamstop.ratebudget import RateShare
-from streamstop.rebalance import RebalanceListener
+from streamstop.rebalance import Commits, RebalanceListener
 from streamstop.stopclient import StopClient
 from streamstop.stopper import Stopper
 from streamstop.topics import TopicLimits, TopicMissing, usable_topics
 from streamstop.tracing import start_tracing
-from streamstop.writer import ResultWriter
+from streamstop.transactions import Transactions
+from streamstop.writer import ResultWriter, TransactionalWriter
 
 log = structlog.get_logger("streamstop.app")
 
@@ -181,25 +182,36 @@ class Daemon:
         self._closing(stack, admin.close)
         # Checked before any client names them; a compacted output topic is exit 2.
         topics = await self._until_usable(lambda: usable_topics(admin, settings), "checking topics")
-        publisher = (Publisher if tracing is None else tracing.publisher)(
-            lambda: make_producer(settings), TopicLimits(admin, topics), self.metrics
-        )
-        await self._until_usable(publisher.start, "starting the producer")
-        self._closing(stack, publisher.stop)
+        limits = TopicLimits(admin, topics)
+        publisher = None
+        if settings.delivery.guarantee == "at_least_once":  # else a producer per partition
+            publisher = (Publisher if tracing is None else tracing.publisher)(
+                lambda: make_producer(settings), limits, self.metrics
+            )
+            await self._until_usable(publisher.start, "starting the producer")
+            self._closing(stack, publisher.stop)
         consumer = await self._until_usable(self._start_consumer, "joining the consumer group")
         self._closing(stack, consumer.stop)  # leaves the group
 
         assignment = Assignment()
-        writer = ResultWriter(
-            publisher,
-            assignment,
-            self.metrics,
-            output_topic=kafka.output_topic,
-            dlq_topic=kafka.dlq_topic,
-            tracing=tracing,
-        )
+        outputs = {"output_topic": kafka.output_topic, "dlq_topic": kafka.dlq_topic}
+        writer: ResultWriter
+        committer: Commits
+        writes: Writes
+        transactions = None
+        if publisher is None:
+            transactional = TransactionalWriter(
+                assignment, self.metrics, tracing=tracing, **outputs
+            )
+            transactions = Transactions(
+                settings, limits, self.metrics, transactional, consumer, assignment.progress
+            )
+            self._closing(stack, transactions.stop)  # before the consumer leaves the group
+            writer, committer, writes = transactional, transactions, transactions
+        else:
+            writer = ResultWriter(publisher, assignment, self.metrics, tracing=tracing, **outputs)
+            committer, writes = Committer(consumer, assignment, self.metrics), publisher
         pipeline = Pipeline(settings, consumer, assignment, stopper, writer, self.metrics)
-        committer = Committer(consumer, assignment, self.metrics)
         listener = RebalanceListener(
             consumer,
             assignment,
@@ -216,17 +228,19 @@ class Daemon:
                 scope=api.rate_scope,
                 partitions=topics[kafka.input_topic].partitions,
             ).assigned,
+            transactions=transactions,
         )
         consumer.subscribe([kafka.input_topic], listener=listener)
         lag = LagMonitor(consumer, assignment, self.metrics)
         tasks = [
             asyncio.create_task(pipeline.consume(), name="consume"),
-            asyncio.create_task(committer.run(), name="commit"),
             asyncio.create_task(lag.run(), name="lag"),
         ]
+        if isinstance(committer, Committer):  # exactly_once commits in transactions
+            tasks.append(asyncio.create_task(committer.run(), name="commit"))
         self._live = lambda: self._liveness(pipeline, tasks)
         self._ready = lambda: _readiness(
-            assignment, pipeline, publisher, stopper, committer.problem or lag.problem
+            assignment, pipeline, writes, stopper, committer.problem or lag.problem
         )
         # Everything built so far lives as long as the process: move it out of the
         # collector's sight, so full collections only walk objects made since (full
@@ -245,7 +259,7 @@ class Daemon:
     async def _serve(
         self,
         pipeline: Pipeline,
-        committer: Committer,
+        committer: Commits,
         assignment: Assignment,
         tasks: list[asyncio.Task[None]],
     ) -> int:
@@ -398,10 +412,18 @@ class Daemon:
         return None
 
 
+class Writes(Protocol):
+    """What writes results to Kafka: the publisher, or the partitions' transactions."""
+
+    @property
+    def refused(self) -> str | None:
+        """Why Kafka refuses what we send, while it does."""
+
+
 def _readiness(
     assignment: Assignment,
     pipeline: Pipeline,
-    publisher: Publisher,
+    writes: Writes,
     stopper: Stopper,
     group_problem: str | None,
 ) -> str | None:
@@ -409,8 +431,8 @@ def _readiness(
         return pipeline.kafka_problem
     if group_problem is not None:
         return group_problem
-    if publisher.refused is not None:
-        return f"Kafka refuses our writes: {publisher.refused}"
+    if writes.refused is not None:
+        return f"Kafka refuses our writes: {writes.refused}"
     if stopper.holding:
         return "stop API configuration error"
     if not assignment.joined:

@@ -22,6 +22,8 @@ import structlog
 from aiokafka import AIOKafkaClient, AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.conn import create_conn
+from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
+from aiokafka.coordinator.assignors.sticky.sticky_assignor import StickyPartitionAssignor
 from aiokafka.errors import KafkaConnectionError
 from aiokafka.protocol.metadata import MetadataRequest
 
@@ -167,19 +169,39 @@ def _build(factory: Callable[..., Client], settings: Settings, **options: Any) -
 def make_producer(settings: Settings) -> AIOKafkaProducer:
     """The idempotent producer (acks=all) of results and DLQ copies, and of the requests
     `streamstop redrive` publishes again."""
+    return _build(AIOKafkaProducer, settings, enable_idempotence=True, **_PRODUCING)
+
+
+def transactional_id(settings: Settings, topic: str, partition: int) -> str:
+    """The transactional id of one input partition's producer (`exactly_once`): the same
+    for every owner of the partition, so a new owner's start fences the old one."""
+    prefix = settings.delivery.transactional_id_prefix
+    return f"{prefix}-{settings.kafka.group_id}-{topic}-{partition}"
+
+
+def make_transactional_producer(settings: Settings, txn_id: str) -> AIOKafkaProducer:
+    """The producer of one input partition's results, DLQ copies and offsets, in
+    transactions (`exactly_once`)."""
     return _build(
         AIOKafkaProducer,
         settings,
-        acks="all",
-        enable_idempotence=True,
-        linger_ms=5,
-        max_batch_size=256 * 1024,
-        request_timeout_ms=30_000,
+        transactional_id=txn_id,
+        transaction_timeout_ms=settings.delivery.transaction_timeout_ms,
+        **_PRODUCING,
     )
 
 
+_PRODUCING: dict[str, Any] = {
+    "acks": "all",
+    "linger_ms": 5,
+    "max_batch_size": 256 * 1024,
+    "request_timeout_ms": 30_000,
+}
+
+
 def make_consumer(settings: Settings) -> AIOKafkaConsumer:
-    """The group consumer of the input topic; offsets are committed by hand."""
+    """The group consumer of the input topic; offsets are committed by hand (or, under
+    `exactly_once`, in the partitions' transactions)."""
     return _build(
         AIOKafkaConsumer,
         settings,
@@ -195,6 +217,7 @@ def make_consumer(settings: Settings) -> AIOKafkaConsumer:
         # Prefetched data waits in memory while partitions are paused: 256 KiB per
         # partition (~2,500 cancel events) keeps up and keeps memory flat.
         max_partition_fetch_bytes=256 * 1024,
+        **_exactly_once_consuming(settings),
     )
 
 
@@ -213,6 +236,19 @@ def make_redrive_consumer(settings: Settings, group_id: str) -> AIOKafkaConsumer
         # A second redrive joining is noticed within a second: this one commits and stops.
         heartbeat_interval_ms=1000,
     )
+
+
+def _exactly_once_consuming(settings: Settings) -> dict[str, Any]:
+    """Under `exactly_once`: partitions stay where they are across rebalances when they
+    can (sticky), so their producers stay; round robin remains a choice while members of
+    an `at_least_once` deployment share the group (a rolling update), as the group uses
+    a strategy every member supports. Input from aborted transactions is not consumed."""
+    if settings.delivery.guarantee != "exactly_once":
+        return {}
+    return {
+        "partition_assignment_strategy": (StickyPartitionAssignor, RoundRobinPartitionAssignor),
+        "isolation_level": "read_committed",
+    }
 
 
 def make_admin(settings: Settings) -> AIOKafkaAdminClient:

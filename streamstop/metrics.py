@@ -100,6 +100,19 @@ class Metrics:
             "end of their revoke budget (left uncommitted for the new owner).",
             registry=r,
         )
+        self.transactions = Counter(
+            "streamstop_transactions",
+            "exactly_once: transactions by outcome: committed; aborted (the results go in "
+            "the next one); failed (the producer was fenced or broken: the partition's open "
+            "work was dropped and is redone from its committed offset).",
+            ["outcome"],
+            registry=r,
+        )
+        self.producers = Gauge(
+            "streamstop_transactional_producers",
+            "exactly_once: transactional producers open (one per assigned partition).",
+            registry=r,
+        )
         self.paused_partitions = Gauge(
             "streamstop_paused_partitions", "Partitions paused for backpressure.", registry=r
         )

@@ -10,6 +10,10 @@ offset tracker and its records' share of in-flight batches belong to it: revokin
 takes its unfinished records out of every batch, so no work of a partition outlives its
 revoke budget, and work finishing afterwards updates an orphan that is never committed.
 
+Under `exactly_once` a partition also has a sink (`transactions.py`): its results wait
+there, decided, until a transaction commits them with the partition's offsets. A record is
+then done when its result is decided; it is committed with its transaction.
+
 This module decides which records count, which may be committed and which work ends;
 it never talks to Kafka.
 """
@@ -19,12 +23,15 @@ from __future__ import annotations
 import asyncio
 import enum
 from collections.abc import Iterable, Sequence
-from typing import NamedTuple, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from aiokafka import TopicPartition
 
 from streamstop.core.batcher import Batch
 from streamstop.core.offsets import OffsetTracker
+
+if TYPE_CHECKING:
+    from streamstop.writer import Decided
 
 
 class Phase(enum.Enum):
@@ -41,10 +48,21 @@ class Phase(enum.Enum):
 _CONSUMING, _DRAINING, _REVOKED = Phase.CONSUMING, Phase.DRAINING, Phase.REVOKED
 
 
+class Sink(Protocol):
+    """Where a partition's results wait for their transaction (`exactly_once`)."""
+
+    @property
+    def held(self) -> int:
+        """Results decided and not committed yet."""
+
+    def hold(self, decided: Decided) -> None:
+        """A record's result is decided: it waits here for a transaction."""
+
+
 class Partition:
     """One assigned input partition: its phase, position and offset tracker."""
 
-    __slots__ = ("committed", "phase", "position", "tp", "tracker")
+    __slots__ = ("committed", "phase", "position", "sink", "tp", "tracker")
 
     def __init__(self, tp: TopicPartition) -> None:
         self.tp = tp
@@ -52,6 +70,7 @@ class Partition:
         self.phase = Phase.POSITIONING
         self.position: int | None = None  # the next offset to take in
         self.committed: int | None = None  # the group's committed offset (or start)
+        self.sink: Sink | None = None  # exactly_once only
 
     @property
     def name(self) -> str:
@@ -78,6 +97,30 @@ class Partition:
         """A record at `offset` was taken in."""
         self.tracker.add(offset)
         self.position = offset + 1
+
+    def finish(self, offset: int) -> None:
+        """The record at `offset` is done: its results are acknowledged (under
+        `exactly_once`: decided, and waiting in the sink for their transaction)."""
+        if self.phase is _CONSUMING or self.phase is _DRAINING:
+            self.tracker.done(offset)
+
+    @property
+    def uncommitted(self) -> int:
+        """Records a restart would process again: from the first unfinished one on (under
+        `exactly_once`: every record whose result is not committed yet)."""
+        if self.sink is None:
+            return self.tracker.window
+        return self.tracker.pending + self.sink.held
+
+    @property
+    def unfinished(self) -> int:
+        """Records taken in whose results are not acknowledged (committed) yet; none once
+        revoked (what it had left is its next owner's)."""
+        if self.phase is _REVOKED:
+            return 0
+        if self.sink is None:
+            return self.tracker.pending
+        return self.tracker.pending + self.sink.held
 
 
 class Received(NamedTuple):
@@ -188,8 +231,8 @@ class Assignment:
         `batch.max_pending` caps: what a restart would process again. (A record stuck in
         retries therefore pauses the consumer once the window behind it is full, until
         `retry.deadline_s` ends it.)"""
-        return sum(part.tracker.window for part in self.parts.values())
+        return sum(part.uncommitted for part in self.parts.values())
 
     def unfinished(self, parts: Iterable[Partition]) -> int:
-        """Records of `parts` taken in and not done."""
-        return sum(part.tracker.pending for part in parts)
+        """Records of `parts` taken in whose results are not acknowledged (committed)."""
+        return sum(part.unfinished for part in parts)

@@ -9,6 +9,10 @@ error, is a hold (readiness false for authorization), never an exit. If Kafka re
 batch as too large anyway (the limit was lowered at runtime), the limit is read again and
 the producer replaced: aiokafka's idempotent producer cannot recover the partition's
 sequence numbers after such a refusal.
+
+Under `exactly_once` each input partition has a Publisher of its own around its
+transactional producer (`transactions.py`): the same batches, marked transactional,
+submitted inside the partition's transaction and acknowledged before it commits.
 """
 
 from __future__ import annotations
@@ -48,7 +52,7 @@ MAX_BATCH_BYTES = 256 * 1024
 _REFUSED_TOO_LARGE = (MessageSizeTooLargeError, RecordListTooLargeError)
 _BROKEN_SEQUENCE = (*_REFUSED_TOO_LARGE, OutOfOrderSequenceNumber)
 # Refusals that last until someone acts (an ACL, a topic's limit): the pod is not ready.
-_REFUSED_FOR_GOOD = (
+REFUSED_FOR_GOOD = (
     TopicAuthorizationFailedError,
     ClusterAuthorizationFailedError,
     TransactionalIdAuthorizationFailed,
@@ -96,13 +100,22 @@ class Failure(NamedTuple):
 
 class Publisher:
     """Sends messages through one idempotent producer (acks=all), replaced when Kafka
-    leaves it unable to go on."""
+    leaves it unable to go on; or through a transactional one (`transactional`), whose
+    failures are its owner's to handle."""
 
-    def __init__(self, make_producer: Callable[[], Any], limits: Limits, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        make_producer: Callable[[], Any],
+        limits: Limits,
+        metrics: Metrics,
+        *,
+        transactional: bool = False,
+    ) -> None:
         self._make_producer = make_producer
         self._producer: Any = None
         self._limits = limits
         self._metrics = metrics
+        self._transactional = transactional
         self._round_robin = 0
         self._replacing: asyncio.Task[None] | None = None
         self._usable = asyncio.Event()  # a started producer is in place
@@ -122,6 +135,11 @@ class Publisher:
                 await self._replacing
         if self._producer is not None:
             await self._producer.stop()
+
+    @property
+    def producer(self) -> Any:
+        """The started producer (for its transactions)."""
+        return self._producer
 
     async def publish(self, messages: Sequence[OutMessage]) -> None:
         """Return once Kafka acknowledged every message whose owner is not revoked.
@@ -150,8 +168,15 @@ class Publisher:
             log.info("publish_accepted")
 
     async def _after_failure(self, failed: list[Failure]) -> None:
+        await self.note_failures(failed)
+        if any(isinstance(failure.error, _BROKEN_SEQUENCE) for failure in failed):
+            await self._replace_producer()
+
+    async def note_failures(self, failed: list[Failure]) -> None:
+        """What refused messages say: Kafka refuses them for good (`refused`), or a
+        topic's limit was lowered (read again, so the next attempt fits)."""
         errors = [failure.error for failure in failed]
-        refused = next((e for e in errors if isinstance(e, _REFUSED_FOR_GOOD)), None)
+        refused = next((e for e in errors if isinstance(e, REFUSED_FOR_GOOD)), None)
         self.refused = None if refused is None else repr(refused)
         too_large = {
             failure.message.topic: failure.batch_bytes
@@ -163,8 +188,6 @@ class Publisher:
             if self._every(f"limit {topic}"):
                 limit = self._limits.max_message_bytes(topic)
                 log.warning("topic_limit_refreshed", topic=topic, max_message_bytes=limit)
-        if any(isinstance(e, _BROKEN_SEQUENCE) for e in errors):
-            await self._replace_producer()
 
     def _every(self, what: str) -> bool:
         """True at most once per LOG_EVERY_S for `what`: a log line, not a storm."""
@@ -215,8 +238,15 @@ class Publisher:
             return producer
 
     async def _send_all(self, messages: list[OutMessage]) -> list[Failure]:
-        """Build record batches per partition (no per-record `send()`), submit them all,
-        then wait for every ack. Returns the messages that failed, with why."""
+        """Submit every message, then wait for every ack. Returns the messages that
+        failed, with why."""
+        sent, failed = await self.submit(messages)
+        return failed + await self.acks(sent)
+
+    async def submit(self, messages: Sequence[OutMessage]) -> tuple[list[Sent], list[Failure]]:
+        """Build record batches per partition (no per-record `send()`) and queue them,
+        without waiting for acks. Returns what was queued, and what could not be (with
+        why)."""
         producer = self._producer
         groups: dict[tuple[str, int], list[OutMessage]] = {}
         failed: list[Failure] = []
@@ -247,9 +277,9 @@ class Publisher:
                     failed.extend(Failure(message, exc, batch.size()) for message in chunk)
                     continue
                 sent.append((chunk, batch.size(), future))
-        return failed + await self._acks(sent)
+        return sent, failed
 
-    async def _acks(self, sent: list[Sent]) -> list[Failure]:
+    async def acks(self, sent: list[Sent]) -> list[Failure]:
         """Wait for the acks; messages of revoked partitions are not waited for."""
         failed: list[Failure] = []
         waiting = {future: (chunk, size) for chunk, size, future in sent}
@@ -275,7 +305,7 @@ class Publisher:
         overflow: then it is cut to fit and its batch started again (one that cannot be
         cut small enough goes to `unfit`: the topic's limit is below any record)."""
         size = min(limit, MAX_BATCH_BYTES)
-        batch = BatchBuilder(size, 0)
+        batch = BatchBuilder(size, 0, is_transactional=self._transactional)
         chunk: list[OutMessage] = []
         for message in group:
             appended = batch.append(
@@ -284,7 +314,7 @@ class Publisher:
             if appended is None:
                 # Full (and closed by aiokafka): this message opens the next one.
                 yield chunk, batch
-                batch, chunk = BatchBuilder(size, 0), []
+                batch, chunk = BatchBuilder(size, 0, is_transactional=self._transactional), []
                 appended = batch.append(
                     timestamp=None,
                     key=message.key,
@@ -296,9 +326,9 @@ class Publisher:
                     message = fitted(message, limit)
                 except DoesNotFit as exc:
                     unfit.append(Failure(message, exc, limit + 1))
-                    batch = BatchBuilder(size, 0)
+                    batch = BatchBuilder(size, 0, is_transactional=self._transactional)
                     continue
-                batch = BatchBuilder(size, 0)
+                batch = BatchBuilder(size, 0, is_transactional=self._transactional)
                 batch.append(
                     timestamp=None,
                     key=message.key,

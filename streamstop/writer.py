@@ -7,6 +7,11 @@ Results leave in slices of `PUBLISH_SLICE` uuids, oldest batch first, with at mo
 `MAX_SLICES_IN_FLIGHT` slices built and not yet acknowledged over every batch: that bounds
 their memory whatever the number of batches answered at once. Records of a revoked
 partition get no result from here. This module never commits and never calls the API.
+
+Under `exactly_once` (`TransactionalWriter`) nothing is published here: each record's
+decision (and DLQ copy) waits in its partition's sink, and its result is built when a
+transaction takes it (so a result held back behind an unresolved record costs little
+memory), keeping the time it was decided.
 """
 
 from __future__ import annotations
@@ -83,7 +88,7 @@ class ResultWriter:
 
     def __init__(
         self,
-        publisher: Publisher,
+        publisher: Publisher | None,
         assignment: Assignment,
         metrics: Metrics,
         *,
@@ -163,10 +168,12 @@ class ResultWriter:
         self,
         answered: Iterable[tuple[str | None, Resolution, Sequence[Pending]]],
         batch_id: str | None,
+        completed: str | None = None,
     ) -> Results:
-        """Result events for each `(uuid, resolution, records waiting for it)`; none for a
-        record of a revoked partition. Per uuid what can be, per record only the rest."""
-        values = ResultValues(batch_id, format_timestamp(time.time()))
+        """Result events for each `(uuid, resolution, records waiting for it)`, decided at
+        `completed` (now unless given); none for a record of a revoked partition. Per uuid
+        what can be, per record only the rest."""
+        values = ResultValues(batch_id, completed or format_timestamp(time.time()))
         # Enum members as locals: Python 3.11 looks a member up through EnumType.__getattr__.
         output, result, revoked = self._output, Kind.RESULT, Phase.REVOKED
         messages: list[OutMessage] = []
@@ -195,6 +202,7 @@ class ResultWriter:
         self, results: Results, batch: Batch[Pending] | None, answered: Iterable[tuple[str, Any]]
     ) -> None:
         messages, recs, statuses = results
+        assert self._publisher is not None, "exactly_once publishes in transactions"
         await self._publisher.publish(messages)
         self._assignment.records_done(recs)
         if recs:
@@ -219,3 +227,100 @@ def _size(message: OutMessage | None) -> int:
         return 0
     key, value = message.key or b"", message.value or b""
     return len(key) + len(value) + sum(len(name) + len(data) for name, data in message.headers)
+
+
+class Decided(NamedTuple):
+    """A record's decision, waiting in its partition's sink for a transaction (the
+    result is built from it then); with its DLQ copy, if any."""
+
+    uuid: str | None
+    resolution: Resolution
+    rec: Pending
+    batch_id: str | None
+    completed: str
+    dlq_copy: OutMessage | None
+
+
+class TransactionalWriter(ResultWriter):
+    """`exactly_once`: hands each record's decision to its partition's sink, and builds
+    results when a transaction takes them."""
+
+    def __init__(
+        self,
+        assignment: Assignment,
+        metrics: Metrics,
+        *,
+        output_topic: str,
+        dlq_topic: str,
+        tracing: Tracing | None = None,
+    ) -> None:
+        super().__init__(
+            None,
+            assignment,
+            metrics,
+            output_topic=output_topic,
+            dlq_topic=dlq_topic,
+            tracing=tracing,
+        )
+
+    async def write_answers(
+        self, answers: dict[str, Resolution], batch: Batch[Pending], batch_id: str, seq: int
+    ) -> None:
+        """Every record of `batch` waiting for `answers` is decided."""
+        completed = format_timestamp(time.time())
+        for uuid, resolution in answers.items():
+            waiting = batch.records_for(uuid)
+            if not waiting:  # answered twice, or never asked: a bug, not a record
+                log.error("answer_without_records", batch_id=batch_id)
+            for rec in waiting:
+                self._decided(Decided(uuid, resolution, rec, batch_id, completed, None))
+            batch.release(uuid)
+        self._assignment.progress.set()
+
+    async def write_local(self, answers: Sequence[LocalAnswer]) -> None:
+        """Records answered without the API are decided, with their DLQ copies."""
+        completed = format_timestamp(time.time())
+        invalid = copies = 0
+        for answer in answers:
+            invalid += answer.resolution.status is Status.INVALID
+            copies += answer.dlq is not None
+            self._decided(
+                Decided(answer.uuid, answer.resolution, answer.rec, None, completed, answer.dlq)
+            )
+        self._metrics.invalid_records.inc(invalid)
+        self._metrics.dlq_records.inc(copies)
+        self._assignment.progress.set()
+
+    def _decided(self, decided: Decided) -> None:
+        part = decided.rec.part
+        if part.sink is not None and not part.revoked:
+            part.sink.hold(decided)
+        else:
+            self.let_go([decided])
+
+    def let_go(self, decisions: Iterable[Decided]) -> None:
+        """`decisions` left their sink (committed, or dropped with their partition): their
+        DLQ copies no longer count in `held_bytes`."""
+        self.held_bytes -= sum(_size(decided.dlq_copy) for decided in decisions)
+
+    def build(self, decisions: Sequence[Decided]) -> Results:
+        """The result events (and DLQ copies) of `decisions`, as decided."""
+        Run = list[tuple[str | None, Resolution, Sequence[Pending]]]
+        runs: dict[tuple[str | None, str], Run] = {}
+        copies: list[OutMessage] = []
+        for decided in decisions:
+            runs.setdefault((decided.batch_id, decided.completed), []).append(
+                (decided.uuid, decided.resolution, (decided.rec,))
+            )
+            if decided.dlq_copy is not None:
+                copies.append(decided.dlq_copy)
+        messages: list[OutMessage] = []
+        recs: list[Pending] = []
+        statuses: collections.Counter[str] = collections.Counter()
+        for (batch_id, completed), answered in runs.items():
+            built = self._results(answered, batch_id, completed)
+            messages += built.messages
+            recs += built.recs
+            statuses += built.statuses
+        messages += copies
+        return Results(messages, recs, statuses)

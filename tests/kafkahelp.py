@@ -437,6 +437,26 @@ async def end_offsets_async(bootstrap: str, topic: str) -> dict[int, int]:
         return {tp.partition: offset for tp, offset in (await consumer.end_offsets(tps)).items()}
 
 
+async def stable_offsets_async(bootstrap: str, topic: str) -> dict[int, tuple[int, int]]:
+    """(last stable offset, high watermark) per partition of `topic`. The first is below
+    the second while a transaction that wrote to the partition is open."""
+    async with _consumer(bootstrap, isolation_level="read_committed") as committed:
+        tps = await _topic_partitions(bootstrap, topic)
+        stable = await committed.end_offsets(tps)
+    async with _consumer(bootstrap) as uncommitted:
+        high = await uncommitted.end_offsets(tps)
+    return {tp.partition: (stable[tp], high[tp]) for tp in tps}
+
+
+async def group_protocol_async(bootstrap: str, group: str) -> str:
+    """The partition assignment strategy the consumer group runs with now ("" between
+    generations)."""
+    async with _admin(bootstrap) as admin:
+        (response,) = await admin.describe_consumer_groups([group])
+    (described,) = response.to_object()["groups"]
+    return str(described["protocol"])
+
+
 async def committed_offsets_async(bootstrap: str, group: str, topic: str) -> dict[int, int]:
     """Offsets `group` has committed on `topic`, per partition; uncommitted ones are absent.
 
@@ -485,23 +505,32 @@ async def lag_async(bootstrap: str, group: str, topic: str) -> int:
     return sum(ends[tp] - committed.get(tp.partition, begins[tp]) for tp in tps)
 
 
-_TOPIC_RESOURCE, _LITERAL_PATTERN, _ANY_HOST = 2, 3, "*"
+# Kafka's resource and pattern types (org.apache.kafka.common.resource).
+TOPIC, TRANSACTIONAL_ID = 2, 5
+LITERAL, PREFIXED = 3, 4
+_ANY_HOST = "*"
 
 
 async def change_acls_async(
-    bootstrap: str, topic: str, acls: Sequence[tuple[str, int, int]], *, create: bool
+    bootstrap: str,
+    name: str,
+    acls: Sequence[tuple[str, int, int]],
+    *,
+    create: bool,
+    resource: tuple[int, int] = (TOPIC, LITERAL),
 ) -> None:
-    """Create (or delete) literal ACLs on `topic`: (principal, operation, permission) each,
-    with Kafka's codes for operation and permission (org.apache.kafka.common.acl)."""
+    """Create (or delete) ACLs on `name` (a literal topic unless `resource` says which
+    resource and pattern type): (principal, operation, permission) each, with Kafka's
+    codes for operation and permission (org.apache.kafka.common.acl)."""
     from aiokafka.protocol.admin import CreateAclsRequest, DeleteAclsRequest
 
     kind = CreateAclsRequest if create else DeleteAclsRequest
     async with _admin(bootstrap) as admin:
         for principal, operation, permission in acls:
             request = kind(
-                _TOPIC_RESOURCE,
-                topic,
-                _LITERAL_PATTERN,
+                resource[0],
+                name,
+                resource[1],
                 principal,
                 _ANY_HOST,
                 operation,
@@ -532,6 +561,8 @@ produce_bad_header = blocking(produce_bad_header_async)
 publish_aborted = blocking(publish_aborted_async)
 consume_all = blocking(consume_all_async)
 end_offsets = blocking(end_offsets_async)
+stable_offsets = blocking(stable_offsets_async)
+group_protocol = blocking(group_protocol_async)
 committed_offsets = blocking(committed_offsets_async)
 commit_offsets = blocking(commit_offsets_async)
 lag = blocking(lag_async)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kafkahelp import change_acls, kafka_sh
+from kafkahelp import LITERAL, TOPIC, change_acls, kafka_sh
 from tokenserver import TokenServer
 
 # How a client reaches each secured listener: name -> (listener, protocol, mechanism).
@@ -131,15 +131,22 @@ class SecureKafka:
             raise RuntimeError(str(exc).replace(password, "***")) from None
 
     @contextmanager
-    def denied(self, principal: str, topic: str, operation: str = "ALL") -> Iterator[None]:
-        """`principal` (e.g. "User:streamstop") may not do `operation` on `topic` inside the
-        block; everyone else still may (an ALLOW for User:* on the topic comes with it)."""
+    def denied(
+        self,
+        principal: str,
+        name: str,
+        operation: str = "ALL",
+        resource: tuple[int, int] = (TOPIC, LITERAL),
+    ) -> Iterator[None]:
+        """`principal` (e.g. "User:streamstop") may not do `operation` on topic `name` (or
+        the `resource` named so, see kafkahelp.change_acls) inside the block; everyone else
+        still may (an ALLOW for User:* on it comes with it)."""
         acls = [
             (principal, _OPERATIONS[operation], _DENY),
             ("User:*", _OPERATIONS["ALL"], _ALLOW),
         ]
-        change_acls(self.bootstrap, topic, acls, create=True)
+        change_acls(self.bootstrap, name, acls, create=True, resource=resource)
         try:
             yield
         finally:
-            change_acls(self.bootstrap, topic, acls, create=False)
+            change_acls(self.bootstrap, name, acls, create=False, resource=resource)

@@ -247,7 +247,13 @@ def test_bench_harness_runs_on_a_tiny_input(kafka_bootstrap: str, tmp_path: Path
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     report = json.loads((tmp_path / "results" / "latest.json").read_text())
     cases = report["cases"]
-    assert [c["case"] for c in cases] == ["ceiling", "java-anchor", "streamstop", "streamstop"]
+    assert [c["case"] for c in cases] == [
+        "ceiling",
+        "java-anchor",
+        "streamstop",
+        "streamstop",
+        "streamstop-eos",
+    ]
     backlog = report["backlog"]
     assert [c["case"] for c in backlog] == [
         "ceiling-backlog",
@@ -268,9 +274,21 @@ def test_bench_harness_runs_on_a_tiny_input(kafka_bootstrap: str, tmp_path: Path
         memory["peak_rss_mb"] / memory["baseline_peak_rss_mb"], abs=0.001
     )
     assert report["paced"]["records"] > 0
+    eos = report["exactly_once"]
+    assert eos["vs_at_least_once"] == pytest.approx(
+        cases[4]["records_per_s"] / cases[2]["records_per_s"], abs=0.01
+    )
+    assert eos["paced"]["case"] == "streamstop-eos-paced"
+    assert eos["paced"]["input_rate"] == report["paced"]["input_rate"]
+    assert eos["paced_p99_target_ms"] == report["paced"]["p99_ms"] + 100
+    wide = eos["wide"]
+    assert (wide["partitions"], wide["producers"]) == (24, 24)
+    assert wide["peak_sockets"] >= 24  # at least one connection per producer
     table = (tmp_path / "results" / "latest.md").read_text()
     assert "| streamstop | 50 ms |" in table
     assert "| java-anchor-backlog |" in table
     assert "CPU per record on 3,000 records: streamstop (API at 0 ms)" in table
     assert "streamstop at HEAD" in table
     assert "Backlog of 3,000 records: peak RSS" in table
+    assert "Exactly-once at 0 ms:" in table
+    assert "With 24 input partitions: 24 producers" in table

@@ -69,6 +69,10 @@ def test_built_in_defaults_follow_the_spec() -> None:
     assert settings.retry.deadline_s == 600
     assert settings.retry.max_retry_after_s == 300
     assert settings.delivery.guarantee == "at_least_once"
+    assert settings.delivery.transactional_id_prefix == "streamstop"
+    assert settings.delivery.transaction_interval_ms == 100
+    assert settings.delivery.transaction_max_records == 10_000
+    assert settings.delivery.transaction_timeout_ms == 60_000
     assert settings.observability.log_level == "info"
     assert settings.observability.log_format == "json"
     assert settings.observability.http_port == 9090
@@ -461,12 +465,56 @@ def test_enumerations_accept_any_case() -> None:
     assert settings.kafka.auto_offset_reset == "latest"
 
 
-def test_exactly_once_is_rejected_for_now() -> None:
-    env = {**TOKEN_ENV, "STREAMSTOP_DELIVERY__GUARANTEE": "exactly_once"}
+def test_exactly_once_and_its_transaction_keys() -> None:
+    env = {
+        **TOKEN_ENV,
+        "STREAMSTOP_DELIVERY__GUARANTEE": "Exactly_Once",
+        "STREAMSTOP_DELIVERY__TRANSACTIONAL_ID_PREFIX": "stop.prod_1",
+        "STREAMSTOP_DELIVERY__TRANSACTION_INTERVAL_MS": "250",
+        "STREAMSTOP_DELIVERY__TRANSACTION_MAX_RECORDS": "500",
+        "STREAMSTOP_DELIVERY__TRANSACTION_TIMEOUT_MS": "30000",
+    }
+
+    delivery = load_settings(None, env).delivery
+
+    assert delivery.guarantee == "exactly_once"
+    assert delivery.transactional_id_prefix == "stop.prod_1"
+    assert (delivery.transaction_interval_ms, delivery.transaction_max_records) == (250, 500)
+    assert delivery.transaction_timeout_ms == 30_000
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "says"),
+    [
+        ("TRANSACTIONAL_ID_PREFIX", "has space", "should match pattern"),
+        ("TRANSACTIONAL_ID_PREFIX", "", "should match pattern"),
+        ("TRANSACTION_INTERVAL_MS", "0", "greater than or equal to 1"),
+        ("TRANSACTION_MAX_RECORDS", "0", "greater than or equal to 1"),
+        ("TRANSACTION_TIMEOUT_MS", "100", "greater than or equal to 1000"),
+        ("TRANSACTION_TIMEOUT_MS", "1000000", "less than or equal to 900000"),
+    ],
+)
+def test_transaction_keys_are_checked(key: str, value: str, says: str) -> None:
+    env = {**TOKEN_ENV, f"STREAMSTOP_DELIVERY__{key}": value}
 
     [problem] = problems_of(None, env)
 
-    assert problem.startswith("delivery.guarantee: exactly_once is not supported yet")
+    assert problem.startswith(f"delivery.{key.lower()}: ")
+    assert says in problem
+
+
+def test_a_transaction_timeout_shorter_than_two_intervals_is_refused() -> None:
+    env = {
+        **TOKEN_ENV,
+        "STREAMSTOP_DELIVERY__TRANSACTION_INTERVAL_MS": "5000",
+        "STREAMSTOP_DELIVERY__TRANSACTION_TIMEOUT_MS": "9000",
+    }
+
+    [problem] = problems_of(None, env)
+
+    assert problem.startswith(
+        "delivery.transaction_timeout_ms: must be at least twice delivery.transaction_interval_ms"
+    )
 
 
 def test_toml_syntax_error_names_file_and_line(tmp_path: Path) -> None:

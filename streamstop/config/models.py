@@ -261,19 +261,27 @@ class RetrySettings(BaseModel):
 
 
 class DeliverySettings(BaseModel):
-    """The delivery guarantee for result events."""
+    """The delivery guarantee for result events, and how exactly-once transactions run."""
 
     model_config = _STRICT
 
     guarantee: Annotated[Literal["at_least_once", "exactly_once"], BeforeValidator(_lower)] = (
         "at_least_once"
     )
+    # exactly_once: each input partition's producer is "{prefix}-{group_id}-{topic}-{partition}".
+    transactional_id_prefix: str = Field(default="streamstop", pattern=r"^[A-Za-z0-9._-]{1,100}$")
+    transaction_interval_ms: int = Field(default=100, ge=1, le=60_000)
+    transaction_max_records: int = Field(default=10_000, ge=1, le=1_000_000)
+    # The broker aborts (and fences) a transaction open longer than this; it must not
+    # exceed the broker's transaction.max.timeout.ms (15 minutes by default).
+    transaction_timeout_ms: int = Field(default=60_000, ge=1000, le=900_000)
 
-    @field_validator("guarantee")
+    @field_validator("transaction_timeout_ms")
     @classmethod
-    def _supported(cls, value: str) -> str:
-        if value == "exactly_once":
-            raise ValueError("exactly_once is not supported yet")
+    def _timeout(cls, value: int, info: ValidationInfo) -> int:
+        interval = info.data.get("transaction_interval_ms")
+        if interval is not None and value < 2 * interval:
+            raise ValueError("must be at least twice delivery.transaction_interval_ms")
         return value
 
 
