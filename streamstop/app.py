@@ -292,10 +292,12 @@ class Daemon:
         if pipeline.fatal is not None:
             log.error("stopped_after_fatal_error", error=repr(pipeline.fatal))
             return EXIT_FAILURE
+        left = assignment.uncommitted()
         log.info(
             "stopped",
-            drained=drained,
-            left_uncommitted=assignment.uncommitted(),
+            # exactly_once: what the drain left decided is committed by the last transaction.
+            drained=drained or not left,
+            left_uncommitted=left,
             duration_ms=round((time.monotonic() - began) * 1000),
         )
         return EXIT_OK

@@ -27,6 +27,7 @@ from typing import Any, NamedTuple, Protocol
 import structlog
 from aiokafka.errors import (
     ClusterAuthorizationFailedError,
+    IllegalOperation,
     KafkaError,
     KafkaTimeoutError,
     MessageSizeTooLargeError,
@@ -49,8 +50,8 @@ ENQUEUE_TIMEOUT_S = 30.0
 ACK_TURN_S = 1.0
 LOG_EVERY_S = 30.0
 MAX_BATCH_BYTES = 256 * 1024
-_REFUSED_TOO_LARGE = (MessageSizeTooLargeError, RecordListTooLargeError)
-_BROKEN_SEQUENCE = (*_REFUSED_TOO_LARGE, OutOfOrderSequenceNumber)
+REFUSED_TOO_LARGE = (MessageSizeTooLargeError, RecordListTooLargeError)
+_BROKEN_SEQUENCE = (*REFUSED_TOO_LARGE, OutOfOrderSequenceNumber)
 # Refusals that last until someone acts (an ACL, a topic's limit): the pod is not ready.
 REFUSED_FOR_GOOD = (
     TopicAuthorizationFailedError,
@@ -181,7 +182,7 @@ class Publisher:
         too_large = {
             failure.message.topic: failure.batch_bytes
             for failure in failed
-            if isinstance(failure.error, (*_REFUSED_TOO_LARGE, DoesNotFit))
+            if isinstance(failure.error, (*REFUSED_TOO_LARGE, DoesNotFit))
         }
         for topic, batch_bytes in too_large.items():
             await self._limits.refused(topic, batch_bytes)
@@ -358,6 +359,13 @@ class Publisher:
             except KafkaTimeoutError:
                 if time.monotonic() >= deadline:
                     raise
+            except (IllegalOperation, AssertionError):
+                # aiokafka checks (or asserts) that the transaction is open: a step that
+                # failed meanwhile (a refused partition) ended it; that failure is this batch's.
+                ended = transaction_error(producer) if self._transactional else None
+                if ended is None:
+                    raise
+                raise ended from None
 
     @staticmethod
     async def _partition_count(producer: Any, topic: str) -> int:
@@ -367,6 +375,16 @@ class Publisher:
         if known:
             return len(known)
         return len(await producer.partitions_for(topic))
+
+
+def transaction_error(producer: Any) -> KafkaError | None:
+    """Why a transactional producer's open transaction failed, if it did (it can only be
+    aborted then); retrieved, so asyncio does not log it as never retrieved."""
+    ended = producer._txn_manager.wait_for_transaction_end()
+    if ended is None or not ended.done() or ended.cancelled():
+        return None
+    error = ended.exception()
+    return error if isinstance(error, KafkaError) else None
 
 
 def _abandoned(message: OutMessage) -> bool:

@@ -20,9 +20,11 @@ A partition's sink commits its results in transactions, one after the other:
 4. the transaction commits; only then do its records count as committed.
 
 No transaction waits for the stop API: results enter one only once decided. A transaction
-that aborts while its producer can go on (a batch not queued, a refused authorization)
-gives its results back for the next one. A producer that can no longer be used (fenced
-by a newer owner, its transaction timed out and fenced by the broker, its sequence broken)
+that aborts while the partition can go on (a batch not queued, a refused authorization, a
+batch Kafka refused) gives its results back for the next one; after a refused batch the
+next one needs a new producer (the batch took its sequence numbers with it and aiokafka
+cannot bump the epoch, KIP-360). A producer that can no longer be used (fenced by a newer
+owner, its transaction timed out and fenced by the broker, its sequence broken otherwise)
 ends the partition's open work: it is dropped, uncommitted, and redone from the committed
 offset by whoever owns the partition (`rebalance.py`), never retried on a dead producer.
 """
@@ -40,9 +42,11 @@ from typing import Any, Protocol
 import structlog
 from aiokafka import TopicPartition
 from aiokafka.errors import (
+    ClusterAuthorizationFailedError,
     GroupAuthorizationFailedError,
     IllegalStateError,
     KafkaError,
+    TopicAuthorizationFailedError,
     TransactionalIdAuthorizationFailed,
 )
 
@@ -52,7 +56,15 @@ from streamstop.kafkaclients import make_transactional_producer, transactional_i
 from streamstop.metrics import Metrics
 from streamstop.outages import Failing
 from streamstop.partitions import Partition
-from streamstop.publisher import REFUSED_FOR_GOOD, Failure, Limits, Publisher, Sent
+from streamstop.publisher import (
+    REFUSED_FOR_GOOD,
+    REFUSED_TOO_LARGE,
+    Failure,
+    Limits,
+    Publisher,
+    Sent,
+    transaction_error,
+)
 from streamstop.writer import Decided, Results
 
 log = structlog.get_logger("streamstop.transactions")
@@ -67,11 +79,15 @@ ABORT_PAUSE_S = (0.2, 5.0)
 RESTART_DELAY_S = (5.0, 60.0)
 LOG_EVERY_S = 30.0
 CLOSE_TIMEOUT_S = 10.0
+# Kafka refused a batch it was sent (an ACL, a lowered limit): the producer is not fenced,
+# but the batch took its sequence numbers with it.
+REFUSED_BATCH = (TopicAuthorizationFailedError, ClusterAuthorizationFailedError, *REFUSED_TOO_LARGE)
 
 
 class TransactionFailed(Exception):
     """A partition's producer can no longer be used: fenced by a newer owner or by the
-    broker's transaction timeout, or its sequence broken by a refused batch."""
+    broker's transaction timeout, or its sequence broken (not by a batch Kafka refused:
+    that producer is replaced)."""
 
 
 class Writer(Protocol):
@@ -86,7 +102,11 @@ class Writer(Protocol):
 
 
 class _Aborted(Exception):
-    """The transaction must abort; the producer can go on."""
+    """The transaction must abort, for `error`; the partition goes on."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(repr(error))
+        self.error = error
 
 
 class Outcomes:
@@ -144,11 +164,22 @@ class PartitionProducer:
 
     async def abort(self) -> None:
         self._raise_if_fatal()
+        transaction_error(self.publisher.producer)  # the caller has it
         try:
             await self.publisher.producer.abort_transaction()
         except KafkaError:
             self._raise_if_fatal()
             raise
+
+    async def replace(self) -> None:
+        """Stop the producer and start a new one for the same transactional id (a new
+        epoch: it fences only the old one). Raises TransactionFailed if none starts."""
+        await self.stop()
+        self.started = False
+        try:
+            await self.start()
+        except (KafkaError, OSError, TimeoutError) as exc:
+            raise TransactionFailed(f"no new producer: {exc!r}") from exc
 
     @property
     def reusable(self) -> bool:
@@ -258,9 +289,15 @@ class PartitionSink:
             statuses, oldest = await self._fill(released.items)
             await producer.commit(self._holdback.offset, self._group_id)
         except (_Aborted, KafkaError) as exc:
+            error = exc.error if isinstance(exc, _Aborted) else exc
+            # A batch Kafka refused took its sequence numbers with it and aiokafka cannot
+            # bump the epoch (KIP-360): the partition goes on with a new producer.
+            replace = isinstance(error, REFUSED_BATCH)
             await producer.abort()
             self._holdback.aborted()
-            await self._after_abort(exc)
+            await self._after_abort(error, replace)
+            if replace:
+                await producer.replace()
             return
         self._committed(statuses, oldest)
 
@@ -273,13 +310,14 @@ class PartitionSink:
         sent: list[Sent] = []
         statuses: collections.Counter[str] = collections.Counter()
         oldest = float("inf")
+        refused: list[Failure] = []
         while True:
             if items:
                 results = self._writer.build(items)
                 queued, refused = await publisher.submit(results.messages)
                 sent += queued
-                if refused:
-                    raise _Aborted(f"{len(refused)} messages not queued: {refused[0].error!r}")
+                if refused:  # not queued (a metadata error, a record that cannot fit)
+                    break
                 statuses += results.statuses
                 oldest = min((rec.received.at for rec in results.recs), default=oldest)
             room = self._max_records - self._holdback.in_transaction
@@ -291,17 +329,22 @@ class PartitionSink:
             self._wake.clear()
             released = self._release(room)
             items = released.items if released is not None else []
-        await self._acked(sent)
+        await self._acked(sent, refused)
         return statuses, oldest
 
-    async def _acked(self, sent: list[Sent]) -> None:
-        failed: list[Failure] = await self.producer.publisher.acks(sent)
-        if failed:
-            # A batch Kafka refused took its sequence numbers with it: this producer
-            # cannot write that partition again (aiokafka has no epoch bump, KIP-360).
-            await self.producer.publisher.note_failures(failed)
-            self._outcomes.aborted(failed[0].error)
-            raise TransactionFailed(f"a batch was refused: {failed[0].error!r}")
+    async def _acked(self, sent: list[Sent], refused: list[Failure]) -> None:
+        """Wait for every ack. Raises _Aborted if a message was `refused` (not queued) or
+        Kafka refused a batch; TransactionFailed if a batch failed otherwise."""
+        publisher = self.producer.publisher
+        failed = [*refused, *await publisher.acks(sent)]
+        if not failed:
+            return
+        await publisher.note_failures(failed)
+        error = failed[0].error
+        if refused or all(isinstance(failure.error, REFUSED_BATCH) for failure in failed):
+            raise _Aborted(error)
+        self._outcomes.aborted(error)
+        raise TransactionFailed(f"a batch failed: {error!r}")
 
     def _committed(self, statuses: collections.Counter[str], oldest: float) -> None:
         items, offset = self._holdback.committed()
@@ -323,7 +366,7 @@ class PartitionSink:
             metrics.result_latency.observe(time.time() - oldest)
         self._progress.set()
 
-    async def _after_abort(self, exc: BaseException) -> None:
+    async def _after_abort(self, exc: BaseException, replacing: bool) -> None:
         self._aborts += 1
         self._metrics.transactions.labels(outcome="aborted").inc()
         if self._outcomes.aborted(exc):  # one line per trouble, not per retry
@@ -333,6 +376,7 @@ class PartitionSink:
                 error=repr(exc),
                 results=len(self._holdback),
                 retrying=True,
+                new_producer=replacing,
             )
         low, high = ABORT_PAUSE_S
         await asyncio.sleep(random.uniform(low, min(high, low * 2**self._aborts)))

@@ -9,7 +9,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -470,16 +470,30 @@ def test_producers_of_partitions_that_stay_are_kept(
     assert_exactly_one_each(kafka_bootstrap, topics, feeder.messages, feeder.positions)
 
 
-def test_a_refused_transactional_id_is_a_hold(
-    secure_kafka: SecureKafka, secure_topic: Any, tmp_path: Path
+@pytest.mark.parametrize("refused", ["transactional_id", "output_topic"])
+def test_a_refused_write_is_a_hold(
+    secure_kafka: SecureKafka, secure_topic: Any, tmp_path: Path, refused: str
 ) -> None:
-    # Without Write on its transactional ids the daemon cannot start a producer: a hold
-    # (not ready, one line every 30 s), nothing committed; the ACL back, it goes on.
+    # Without Write on its transactional ids the daemon cannot start a producer; without
+    # Write on the output topic its transactions abort (and each partition's producer is
+    # replaced, again and again). Either is a hold (not ready, one line every 30 s, nothing
+    # committed, the work kept, not redone); the ACL back, the same process goes on.
     topics = topics_for(secure_topic, dlq=False)
-    messages = corpus(2000, seed=31)
+    uuids = [str(uuid.uuid4()) for _ in range(2000)]
+    messages = [Message(orjson.dumps({"messageUuid": u})) for u in uuids]
     positions = produce(secure_kafka.bootstrap, topics["input"], messages)
-    prefix = f"streamstop-{topics['group']}-"
-    with running_fake_api("--token", TEST_TOKEN) as api:
+    user = f"User:{USER}"
+    if refused == "transactional_id":
+        prefix = f"streamstop-{topics['group']}-"
+        denial = secure_kafka.denied(user, prefix, "WRITE", (TRANSACTIONAL_ID, PREFIXED))
+        event, error = "transactional_producer_unavailable", "TransactionalIdAuthorizationFailed"
+        aborts = 0
+    else:
+        denial = secure_kafka.denied(user, topics["output"], "WRITE")
+        event, error = "transaction_aborted", "TopicAuthorizationFailed"
+        aborts = 18  # three refusals per input partition (6), on average
+    aborted = {"outcome": "aborted"}
+    with running_fake_api("--token", TEST_TOKEN) as api, ExitStack() as running:
         config = config_for(
             tmp_path,
             secure_kafka.bootstrap,
@@ -488,18 +502,25 @@ def test_a_refused_transactional_id_is_a_hold(
             **secure_kafka.kafka_config("scram-sha-512"),
             **EXACTLY_ONCE,
         )
-        with (
-            secure_kafka.denied(f"User:{USER}", prefix, "WRITE", (TRANSACTIONAL_ID, PREFIXED)),
-            running_daemon(config, tmp_path / "d.log") as daemon,
-        ):
-            held = wait_for(
-                lambda: daemon.events("transactional_producer_unavailable"), 60, "the hold"
+        with denial:
+            began = time.monotonic()
+            daemon = running.enter_context(running_daemon(config, tmp_path / "d.log"))
+            held = wait_for(lambda: daemon.events(event), 60, "the hold")
+            assert error in held[0]["error"]
+            wait_for(lambda: daemon.get("/readyz")[0] == 503, 30, "not ready")
+            assert "Kafka refuses our writes" in daemon.get("/readyz")[1]
+            wait_for(
+                lambda: daemon.metric("streamstop_transactions_total", aborted) >= aborts,
+                90,
+                "aborts with replaced producers",
             )
-            assert "TransactionalIdAuthorizationFailed" in held[0]["error"]
-            status, body = daemon.get("/readyz")
-            assert status == 503
-            assert "transactional id" in body
             assert committed_offsets(secure_kafka.bootstrap, topics["group"], topics["input"]) == {}
-        with running_daemon(config, tmp_path / "after.log") as daemon:
-            wait_committed(secure_kafka.bootstrap, topics, 120, "done once the ACL is gone")
+            assert len(daemon.events(event)) <= 1 + (time.monotonic() - began) // 30
+        wait_committed(secure_kafka.bootstrap, topics, 120, "done once the ACL is gone")
+        assert daemon.proc.poll() is None, "no restart was needed"
+        wait_for(daemon.ready, 30, "ready again")
+        assert not daemon.events("transaction_failed"), "no partition was dropped"
+        assert not daemon.events("unhandled_loop_error")
+        sent = [u for request in api.received() for u in request["uuids"]]
     assert_exactly_one_each(secure_kafka.bootstrap, topics, messages, positions)
+    assert sorted(sent) == sorted(uuids), "each uuid sent to the API once: nothing redone"
