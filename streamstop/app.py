@@ -27,7 +27,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
 
 import structlog
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, ProducerFenced
 
 from streamstop import __version__, logs
 from streamstop.committer import Committer, commit_budget
@@ -444,6 +444,11 @@ def _readiness(
 
 def _log_loop_exception(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
     exc = context.get("exception")
+    if isinstance(exc, ProducerFenced):
+        # aiokafka's sender of a fenced transactional producer leaves its requests'
+        # futures failed and unread; the fence itself is `transaction_failed`, once.
+        log.debug("fenced_producer_future", message=context.get("message"), error=repr(exc))
+        return
     log.error(
         "unhandled_loop_error",
         message=context.get("message"),

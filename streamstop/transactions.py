@@ -409,6 +409,9 @@ class Transactions:
         self._kept: dict[TopicPartition, PartitionProducer] = {}
         self._stopping: set[asyncio.Task[None]] = set()
         self._failures: collections.Counter[TopicPartition] = collections.Counter()
+        # Where a failed partition started over from, when the group has no committed
+        # offset for it (a new group failing before its first commit).
+        self._restart_at: dict[TopicPartition, int] = {}
         self._start_refused: str | None = None  # why Kafka refuses a producer's start
         self._outcomes = Outcomes()
         self._hold_logged = float("-inf")
@@ -458,6 +461,8 @@ class Transactions:
         wanted = set(tps)
         for tp in [tp for tp in self._kept if tp not in wanted]:
             self._stop_later(self._kept.pop(tp))
+        for tp in [tp for tp in self._restart_at if tp not in wanted]:
+            del self._restart_at[tp]  # moved on: its next owner reads the group's offset
         self._count_producers()
 
     async def commit(
@@ -562,6 +567,11 @@ class Transactions:
                 log.debug("committed_offset_unreadable", partition=part.name, error=repr(exc))
                 await asyncio.sleep(START_RETRY_S[0])
         known = [offset for offset in (committed, producer.committed) if offset is not None]
+        restart_at = self._restart_at.pop(part.tp, None)
+        if not known and restart_at is not None:
+            # Restarted before the group ever committed it: from where it began. The
+            # consumer's own position is past the records whose results were dropped.
+            known = [restart_at]
         if known:  # else a new group: the pipeline applies kafka.auto_offset_reset
             try:
                 consumer.seek(part.tp, max(known))
@@ -575,6 +585,8 @@ class Transactions:
         part = sink.part
         self._sinks.pop(part.tp, None)
         self._stop_later(sink.producer)
+        if part.committed is not None:  # where it began, or its last commit
+            self._restart_at[part.tp] = part.committed
         # In a row: a partition that committed since its last failure starts again soon.
         self._failures[part.tp] = 1 if sink.commits else self._failures[part.tp] + 1
         delay = restart_delay(self._failures[part.tp])

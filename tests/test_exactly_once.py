@@ -3,6 +3,7 @@ the output topic finds exactly one result per input record, whatever happens."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 import signal
 import threading
@@ -15,6 +16,7 @@ from typing import Any
 
 import orjson
 import pytest
+from aiokafka import AIOKafkaProducer
 from daemon_proc import TEST_TOKEN, Daemon, running_daemon, wait_for
 from fakeapi_proc import FakeApi, running_fake_api
 from kafkahelp import (
@@ -291,6 +293,61 @@ def test_a_zombie_member_is_fenced(kafka_bootstrap: str, make_topic: Any, tmp_pa
             assert zombie.proc.poll() is None, "the zombie recovered by itself"
             assert other.proc.poll() is None
     assert_exactly_one_each(kafka_bootstrap, topics, feeder.messages, feeder.positions)
+
+
+def fence(bootstrap: str, transactional_ids: list[str]) -> None:
+    """Start and stop a producer with each transactional id: its init_transactions bumps
+    the epoch, so the daemon's producer of that id is fenced at its next write."""
+
+    async def each() -> None:
+        for transactional_id in transactional_ids:
+            producer = AIOKafkaProducer(
+                bootstrap_servers=bootstrap, transactional_id=transactional_id
+            )
+            await producer.start()
+            await producer.stop()
+
+    asyncio.run(each())
+
+
+def test_a_partition_restarted_before_its_first_commit_starts_where_it_began(
+    kafka_bootstrap: str, make_topic: Any, tmp_path: Path
+) -> None:
+    # A new group (no committed offset) whose producers are fenced while the API holds
+    # their first records: each partition restarts before it ever committed. It must
+    # read those records again from where it began, not go on from where the consumer
+    # had fetched to (their results were dropped with the failed transaction).
+    topics = topics_for(make_topic)
+    messages = [Message(orjson.dumps({"messageUuid": str(uuid.uuid4())})) for _ in range(1200)]
+    positions = produce(kafka_bootstrap, topics["input"], messages)
+    # Slow answers: the fence lands while every first record waits for the API.
+    with running_fake_api("--token", TEST_TOKEN, "--latency-ms", "5000") as api:
+        config = config_for(
+            tmp_path, kafka_bootstrap, topics, api.url, api__timeout_s=60, **EXACTLY_ONCE
+        )
+        with running_daemon(config, tmp_path / "d.log") as daemon:
+            started = wait_for(
+                lambda: (
+                    len(daemon.events("transactional_producer_started")) == 6
+                    and daemon.metric("streamstop_in_flight_requests") > 0
+                    and daemon.events("transactional_producer_started")
+                ),
+                60,
+                "every partition's producer started, its first records at the API",
+            )
+            assert committed_offsets(kafka_bootstrap, topics["group"], topics["input"]) == {}
+            fence(kafka_bootstrap, [line["txn_id"] for line in started])
+            wait_for(
+                lambda: len(daemon.events("partition_restarting")) >= 6,
+                90,
+                "every partition restarts before its first commit",
+            )
+            wait_committed(kafka_bootstrap, topics, 180, "every record done after all")
+            assert daemon.proc.poll() is None
+            # The fence is told once per partition (transaction_failed), not as errors
+            # for each future aiokafka's fenced sender leaves behind.
+            assert not daemon.events("unhandled_loop_error")
+    assert_exactly_one_each(kafka_bootstrap, topics, messages, positions)
 
 
 def test_a_daemon_stalled_past_its_transaction_timeout(
