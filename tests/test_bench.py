@@ -103,12 +103,23 @@ def test_cpu_comparison_names_a_baseline_measured_in_the_same_run() -> None:
     rows = [
         row("ceiling-backlog", 25_000, 19.0),
         row("java-anchor-backlog", 77_000, 12.0),
-        row("streamstop-main-backlog", 40_000, 15.0, api_latency_ms=0),
+        row("streamstop-main-backlog", 40_000, 15.0, api_latency_ms=0, baseline="main"),
         row("streamstop-backlog", 50_000, 10.5, api_latency_ms=0),
     ]
     sentence = bench.cpu_comparison(rows)
     assert "streamstop (API at 0 ms) 10.5 µs, Java anchor 12.0 µs" in sentence
     assert sentence.endswith("streamstop at main 15.0 µs (this tree -30%).\n")
+
+
+def test_cpu_comparison_does_not_take_the_exactly_once_case_for_a_baseline() -> None:
+    rows = [
+        row("ceiling", 25_000, 19.0),
+        row("java-anchor", 77_000, 24.0),
+        row("streamstop", 50_000, 12.0, api_latency_ms=0),
+        row("streamstop-eos", 45_000, 14.0, api_latency_ms=0),
+    ]
+    sentence = bench.cpu_comparison(rows)
+    assert sentence.endswith("ceiling 19.0 µs.\n"), sentence
 
 
 def test_a_baseline_runs_the_package_as_its_git_ref_has_it(tmp_path: Path) -> None:
