@@ -6,6 +6,9 @@
 #   scripts/kafka.sh up [DIR]             start a broker with state in DIR, print its bootstrap
 #   scripts/kafka.sh up-secure [DIR]      the same with secured listeners too (below)
 #   scripts/kafka.sh down [DIR]           stop it (SIGTERM, then SIGKILL after 30 s)
+#   scripts/kafka.sh kill DIR             SIGKILL it (a crashed broker) and wait until it is gone
+#   scripts/kafka.sh cluster-up DIR N     start an N-node cluster, print every node's bootstrap
+#   scripts/kafka.sh cluster-down DIR     stop every node of the cluster in DIR
 #   scripts/kafka.sh bootstrap [DIR]      print the bootstrap address (127.0.0.1:PORT)
 #   scripts/kafka.sh listener NAME [DIR]  print the address of listener NAME
 #   scripts/kafka.sh tool CLASS [ARG...]  run a Kafka command-line tool (e.g. ConfigCommand)
@@ -14,7 +17,9 @@
 # DIR defaults to .run/kafka (.run/kafka-secure for up-secure) in the repository. The first
 # `up` in a DIR picks free loopback ports and formats the storage; later `up`s in the same
 # DIR restart the broker on the same ports with its data kept, so "the broker restarts" can
-# be tested. Topics are never auto-created: tests and operators create them explicitly, as
+# be tested. A cluster's node I lives in DIR/nodeI (node.id I; every node is a broker and a
+# controller voter; internal topics replicated N times, min.insync.replicas 2): `up`,
+# `down` and `kill` on DIR/nodeI take one node away and bring it back. Topics are never auto-created: tests and operators create them explicitly, as
 # on most production clusters, so a missing topic shows up in tests too.
 #
 # `up-secure` keeps the PLAINTEXT listener (the bootstrap; its ANONYMOUS principal is a
@@ -114,13 +119,23 @@ running_pid() {
     echo "$pid"
 }
 
+# Ports chosen for the brokers being configured, one a line (see claim_port).
+CLAIMED=
+
+# A free port not chosen before (a port chosen but not bound yet is free to the kernel,
+# which may hand it out again); recorded in $CLAIMED.
+claim_port() {
+    local port
+    port=$(free_port)
+    while grep -qx "$port" "$CLAIMED" 2>/dev/null; do port=$(free_port); done
+    echo "$port" >>"$CLAIMED"
+    echo "$port"
+}
+
 # Adds listener NAME with PROTOCOL on a free port to DIR/listeners ("NAME PROTOCOL ADDRESS").
 add_listener() {
-    local dir=$1 name=$2 protocol=$3 port
-    port=$(free_port)
-    # free_port may hand out a port this broker already took: pick again.
-    while grep -q ":$port\$" "$dir/listeners" 2>/dev/null; do port=$(free_port); done
-    echo "$name $protocol 127.0.0.1:$port" >>"$dir/listeners"
+    local dir=$1 name=$2 protocol=$3
+    echo "$name $protocol 127.0.0.1:$(claim_port)" >>"$dir/listeners"
 }
 
 # DIR/listeners joined with commas, as NAME://ADDRESS (url) or NAME:PROTOCOL (map).
@@ -130,18 +145,27 @@ listener_list() {
         "$dir/listeners"
 }
 
+# write_config DIR MODE [NODE_ID VOTERS REPLICAS]: a cluster's node passes its id, the
+# quorum's voters ("ID@127.0.0.1:PORT,...", its own controller port among them) and the
+# replication factor; without them node 1 is the only voter and nothing is replicated.
 write_config() {
-    local dir=$1 mode=$2 controller_port listeners
+    local dir=$1 mode=$2 node_id=${3:-1} voters=${4:-} replicas=${5:-1}
+    local controller_port listeners min_isr=1
+    ((replicas == 1)) || min_isr=2
     rm -f "$dir/listeners" "$dir/format-args" "$dir/jvm-args"
+    [[ -n $CLAIMED ]] || {
+        CLAIMED=$dir/claimed-ports
+        rm -f "$CLAIMED"
+    }
     add_listener "$dir" PLAINTEXT PLAINTEXT
     [[ $mode != secure ]] || add_secure_listeners "$dir"
-    controller_port=$(free_port)
-    while grep -q ":$controller_port\$" "$dir/listeners"; do controller_port=$(free_port); done
+    [[ -n $voters ]] || voters=1@127.0.0.1:$(claim_port)
+    controller_port=$(tr ',' '\n' <<<"$voters" | awk -F'[@:]' -v id="$node_id" '$1 == id { print $3 }')
     listeners=$(listener_list "$dir" url)
     cat >"$dir/server.properties" <<EOF
 process.roles=broker,controller
-node.id=1
-controller.quorum.voters=1@127.0.0.1:$controller_port
+node.id=$node_id
+controller.quorum.voters=$voters
 listeners=$listeners,CONTROLLER://127.0.0.1:$controller_port
 advertised.listeners=$listeners
 listener.security.protocol.map=$(listener_list "$dir" map),CONTROLLER:PLAINTEXT
@@ -150,16 +174,18 @@ controller.listener.names=CONTROLLER
 log.dirs=$dir/data
 auto.create.topics.enable=false
 num.partitions=6
-offsets.topic.replication.factor=1
+default.replication.factor=$replicas
+min.insync.replicas=$min_isr
+offsets.topic.replication.factor=$replicas
 offsets.topic.num.partitions=3
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
+transaction.state.log.replication.factor=$replicas
+transaction.state.log.min.isr=$min_isr
 transaction.state.log.num.partitions=3
 # Transactions open longer than their timeout are aborted within a second (tests of a
 # producer stalled past its transaction timeout), not within the default 10 s.
 transaction.abort.timed.out.transaction.cleanup.interval.ms=1000
-share.coordinator.state.topic.replication.factor=1
-share.coordinator.state.topic.min.isr=1
+share.coordinator.state.topic.replication.factor=$replicas
+share.coordinator.state.topic.min.isr=$min_isr
 group.initial.rebalance.delay.ms=0
 # Lets tests use short session timeouts, so a killed consumer leaves its group quickly.
 group.min.session.timeout.ms=1000
@@ -284,13 +310,14 @@ EOF
     echo "-Dorg.apache.kafka.sasl.oauthbearer.allowed.urls=$jwks" >"$dir/jvm-args"
 }
 
+# format_storage DIR [CLUSTER_ID]: every node of a cluster is formatted with the same id.
 format_storage() {
-    local dir=$1 extra=()
+    local dir=$1 cluster=${2:-$(cluster_id)} extra=()
     [[ ! -f $dir/format-args ]] || mapfile -t extra <"$dir/format-args"
     # A one-shot tool: C1-only JIT and serial GC start it about twice as fast.
     "$JAVA" -XX:TieredStopAtLevel=1 -XX:+UseSerialGC -cp "$LIBS/*" \
         -Dlog4j2.configurationFile="$LOG_CONFIG" kafka.tools.StorageTool \
-        format --cluster-id="$(cluster_id)" -c "$dir/server.properties" "${extra[@]}" >"$dir/format.log" 2>&1 ||
+        format --cluster-id="$cluster" -c "$dir/server.properties" "${extra[@]}" >"$dir/format.log" 2>&1 ||
         die "storage format failed, see $dir/format.log"
 }
 
@@ -381,6 +408,61 @@ down() {
     rm -f "$dir/pid"
 }
 
+kill_broker() {
+    local dir pid
+    dir=$(cd "$1" && pwd)
+    pid=$(running_pid "$dir") || die "no broker running in $dir"
+    kill -KILL "$pid"
+    wait_exit "$pid" "$dir" 10 || die "broker $pid survived SIGKILL"
+    rm -f "$dir/pid"
+}
+
+# Nodes 1..COUNT in DIR/node1..; the first call configures and formats them, later ones
+# start the nodes that are not running. Prints their bootstraps, comma separated.
+cluster_up() {
+    local dir=$1 count=$2 id voters="" cluster node
+    fetch
+    mkdir -p "$dir"
+    dir=$(cd "$dir" && pwd)
+    if [[ ! -f $dir/node1/server.properties ]]; then
+        CLAIMED=$dir/claimed-ports
+        rm -f "$CLAIMED"
+        for ((id = 1; id <= count; id++)); do
+            voters+="${voters:+,}$id@127.0.0.1:$(claim_port)"
+        done
+        cluster=$(cluster_id)
+        for ((id = 1; id <= count; id++)); do
+            mkdir -p "$dir/node$id"
+            write_config "$dir/node$id" plain "$id" "$voters" "$count"
+            format_storage "$dir/node$id" "$cluster"
+        done
+    fi
+    # All at once: a node is not ready before a majority of the voters runs.
+    for node in "$dir"/node*/; do
+        running_pid "${node%/}" >/dev/null || launch "${node%/}"
+    done
+    for node in "$dir"/node*/; do
+        wait_ready "${node%/}" || {
+            cluster_down "$dir"
+            exit 1
+        }
+    done
+    cat "$dir"/node*/bootstrap | paste -sd,
+}
+
+# Stops the nodes at once: one by one, the last ones would wait for a lost quorum.
+cluster_down() {
+    local dir=$1 node pids=() pid failed=0
+    [[ -d $dir ]] || return 0
+    for node in "$dir"/node*/; do
+        [[ -d $node ]] || continue
+        down "${node%/}" &
+        pids+=("$!")
+    done
+    for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
+    return "$failed"
+}
+
 bootstrap() {
     [[ -f $1/bootstrap ]] || die "no broker state in $1 (run: scripts/kafka.sh up $1)"
     cat "$1/bootstrap"
@@ -406,11 +488,14 @@ main() {
     up) up "$dir" plain ;;
     up-secure) up "${2:-$REPO/.run/kafka-secure}" secure ;;
     down) down "$dir" ;;
+    kill) kill_broker "${2:?usage: $0 kill DIR}" ;;
+    cluster-up) cluster_up "${2:?usage: $0 cluster-up DIR N}" "${3:?usage: $0 cluster-up DIR N}" ;;
+    cluster-down) cluster_down "${2:?usage: $0 cluster-down DIR}" ;;
     bootstrap) bootstrap "$dir" ;;
     listener) listener "${2:?usage: $0 listener NAME [DIR]}" "${3:-$REPO/.run/kafka-secure}" ;;
     tool) tool "${@:2}" ;;
     certs) make_certs "${2:?usage: $0 certs DIR}" ;;
-    *) die "usage: $0 {fetch|up [DIR]|up-secure [DIR]|down [DIR]|bootstrap [DIR]|listener NAME [DIR]|tool CLASS [ARG...]|certs DIR}" ;;
+    *) die "usage: $0 {fetch|up [DIR]|up-secure [DIR]|down [DIR]|kill DIR|cluster-up DIR N|cluster-down DIR|bootstrap [DIR]|listener NAME [DIR]|tool CLASS [ARG...]|certs DIR}" ;;
     esac
 }
 

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 from fakeapi_proc import DEFAULT_TOKEN, FakeApi, running_fake_api
-from kafkahelp import KafkaBroker, MakeTopic, kafka_sh, topics_on
+from kafkahelp import KafkaBroker, KafkaCluster, MakeTopic, kafka_sh, topics_on
 from securekafka import TOKEN_LIFETIME_S, SecureKafka
 from tokenserver import running_token_server
 
 from streamstop.fakeapi.switches import Switches
 
-_BROKER_FIXTURES = {"kafka_broker", "kafka_bootstrap", "secure_kafka"}
+_BROKER_FIXTURES = {"kafka_broker", "kafka_bootstrap", "secure_kafka", "kafka_cluster"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -41,6 +41,19 @@ def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBrok
     finally:
         # Also after a failed start: the broker may be up but never became ready.
         kafka_sh("down", state_dir)
+
+
+@pytest.fixture(scope="module")
+def kafka_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaCluster]:
+    """Three KRaft nodes (each a broker and a controller voter), internal topics
+    replicated three times: started only for the modules that use it, every node stopped
+    at the module's end."""
+    state_dir = tmp_path_factory.mktemp("kafka-cluster")
+    try:
+        yield KafkaCluster.start_in(state_dir, nodes=3)
+    finally:
+        # Also after a failed start: some nodes may be up.
+        kafka_sh("cluster-down", state_dir)
 
 
 @pytest.fixture(scope="session")

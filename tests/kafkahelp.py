@@ -16,6 +16,7 @@ import time
 import uuid
 from collections.abc import (
     AsyncIterator,
+    Awaitable,
     Callable,
     Coroutine,
     Iterable,
@@ -87,15 +88,16 @@ def check_records_of(topic: str, check: Callable[[ConsumerRecord], object]) -> N
 
 
 @contextlib.contextmanager
-def topics_on(bootstrap: str) -> Iterator[MakeTopic]:
-    """A `MakeTopic` for the broker at `bootstrap`; its topics are deleted at the end."""
+def topics_on(bootstrap: str, replication_factor: int = 1) -> Iterator[MakeTopic]:
+    """A `MakeTopic` for the broker (or cluster) at `bootstrap`, its topics replicated
+    `replication_factor` times; they are deleted at the end."""
     created: list[str] = []
 
     def make(
         partitions: int = 6, name_prefix: str = "t", configs: dict[str, str] | None = None
     ) -> str:
         topic = unique_name(name_prefix)
-        create_topic(bootstrap, topic, partitions, configs)
+        create_topic(bootstrap, topic, partitions, configs, replication_factor)
         created.append(topic)
         return topic
 
@@ -154,10 +156,33 @@ class KafkaBroker:
         """Stop this broker (SIGTERM, SIGKILL after 30 s) and wait until it has exited."""
         kafka_sh("down", self._own_state_dir())
 
+    def kill(self) -> None:
+        """SIGKILL this broker, as a crash would, and wait until it has exited."""
+        kafka_sh("kill", self._own_state_dir())
+
     def _own_state_dir(self) -> Path:
         if self.state_dir is None:
             raise RuntimeError("an external broker (KAFKA_BOOTSTRAP) is not started by tests")
         return self.state_dir
+
+
+@dataclass(frozen=True)
+class KafkaCluster:
+    """A KRaft cluster started by tests (`scripts/kafka.sh cluster-up`): node ids 1..N,
+    each a broker and a controller voter, internal topics replicated N times."""
+
+    bootstrap: str  # every node's address, comma separated
+    state_dir: Path
+
+    @classmethod
+    def start_in(cls, state_dir: Path, nodes: int) -> KafkaCluster:
+        """Start (or find running) the cluster of `nodes` nodes whose state lives in `state_dir`."""
+        return cls(kafka_sh("cluster-up", state_dir, str(nodes)), state_dir)
+
+    def node(self, node_id: int) -> KafkaBroker:
+        """Node `node_id` alone, to take it away (`stop`, `kill`) and bring it back."""
+        state_dir = self.state_dir / f"node{node_id}"
+        return KafkaBroker(kafka_sh("bootstrap", state_dir), state_dir)
 
 
 def blocking(coro_fn: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, R]:
@@ -210,13 +235,17 @@ def _raise_topic_errors(results: list[Any]) -> None:
 
 
 async def create_topic_async(
-    bootstrap: str, topic: str, partitions: int = 6, configs: dict[str, str] | None = None
+    bootstrap: str,
+    topic: str,
+    partitions: int = 6,
+    configs: dict[str, str] | None = None,
+    replication_factor: int = 1,
 ) -> None:
     """Create `topic` (with topic `configs`) and return once every partition has a
     leader, i.e. it is usable."""
     async with _admin(bootstrap) as admin:
         created = await admin.create_topics(
-            [NewTopic(topic, partitions, 1, topic_configs=configs or {})]
+            [NewTopic(topic, partitions, replication_factor, topic_configs=configs or {})]
         )
         _raise_topic_errors(created.topic_errors)
         deadline = time.monotonic() + _TOPIC_READY_TIMEOUT_S
@@ -463,22 +492,44 @@ async def committed_offsets_async(bootstrap: str, group: str, topic: str) -> dic
     Offsets committed in a transaction appear a moment after the commit returns: poll.
     """
     async with _admin(bootstrap) as admin:
-        deadline = time.monotonic() + _COORDINATOR_TIMEOUT_S
-        while True:
-            try:
-                committed = await admin.list_consumer_group_offsets(group)
-                break
-            except KafkaError as error:
-                # The first group request of a fresh broker creates __consumer_offsets, and
-                # the coordinator is "not available" until then; the admin client won't retry.
-                if not error.retriable or time.monotonic() >= deadline:
-                    raise
-                await asyncio.sleep(_POLL_INTERVAL_S)
+        committed = await _until_coordinator(lambda: admin.list_consumer_group_offsets(group))
     return {
         tp.partition: meta.offset
         for tp, meta in committed.items()
         if tp.topic == topic and meta.offset >= 0
     }
+
+
+async def _until_coordinator(call: Callable[[], Awaitable[R]]) -> R:
+    """`call()`, again while it fails for a retriable reason (the admin client won't
+    retry): the first group request of a fresh broker creates __consumer_offsets, and
+    the coordinator is "not available" until then; so is a coordinator that moves."""
+    deadline = time.monotonic() + _COORDINATOR_TIMEOUT_S
+    while True:
+        try:
+            return await call()
+        except KafkaError as error:
+            if not error.retriable or time.monotonic() >= deadline:
+                raise
+            await asyncio.sleep(_POLL_INTERVAL_S)
+
+
+# FindCoordinator's key type for a transactional id (0 is a consumer group).
+_TRANSACTION_COORDINATOR = 1
+
+
+async def transaction_coordinators_async(
+    bootstrap: str, transactional_ids: Sequence[str]
+) -> dict[str, int]:
+    """The node id of the broker coordinating each of `transactional_ids` now."""
+    coordinators: dict[str, int] = {}
+    async with _admin(bootstrap) as admin:
+        for transactional_id in transactional_ids:
+            find = functools.partial(
+                admin.find_coordinator, transactional_id, _TRANSACTION_COORDINATOR
+            )
+            coordinators[transactional_id] = int(await _until_coordinator(find))
+    return coordinators
 
 
 async def commit_offsets_async(
@@ -564,6 +615,7 @@ end_offsets = blocking(end_offsets_async)
 stable_offsets = blocking(stable_offsets_async)
 group_protocol = blocking(group_protocol_async)
 committed_offsets = blocking(committed_offsets_async)
+transaction_coordinators = blocking(transaction_coordinators_async)
 commit_offsets = blocking(commit_offsets_async)
 lag = blocking(lag_async)
 change_acls = blocking(change_acls_async)

@@ -9,10 +9,11 @@ import signal
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 import pytest
@@ -23,6 +24,7 @@ from kafkahelp import (
     PREFIXED,
     TRANSACTIONAL_ID,
     KafkaBroker,
+    KafkaCluster,
     Message,
     Position,
     committed_offsets,
@@ -30,6 +32,8 @@ from kafkahelp import (
     group_protocol,
     produce,
     stable_offsets,
+    topics_on,
+    transaction_coordinators,
 )
 from scenario import check_results, config_for, corpus, expected_result, topics_for, wait_committed
 from securekafka import USER, SecureKafka
@@ -418,6 +422,95 @@ def test_broker_restart_mid_transaction(
             wait_committed(bootstrap, topics, 240, "the daemon recovers by itself")
             assert daemon.proc.poll() is None, "no restart was needed"
     assert_exactly_one_each(bootstrap, topics, feeder.messages, feeder.positions)
+
+
+class Crash(NamedTuple):
+    """A transaction coordinator killed mid-work."""
+
+    node: int
+    transactional_ids: list[str]  # those it coordinated at that moment
+    pending_records: float  # the daemon's records taken in and not committed
+
+
+def kill_coordinator_mid_transaction(
+    cluster: KafkaCluster, daemon: Daemon, output_topic: str, transactional_ids: list[str]
+) -> Crash:
+    """SIGKILL the broker coordinating the most of `transactional_ids`, right after one
+    of the daemon's transactions was seen open."""
+    wait_for(lambda: open_transactions(cluster.bootstrap, output_topic, 0.0), 30, "one open")
+    pending = daemon.metric("streamstop_pending_records")
+    coordinators = transaction_coordinators(cluster.bootstrap, transactional_ids)
+    victim, _ = Counter(coordinators.values()).most_common(1)[0]
+    cluster.node(victim).kill()
+    its_ids = [txn_id for txn_id, node in coordinators.items() if node == victim]
+    return Crash(victim, its_ids, pending)
+
+
+def transactional_ids(daemon: Daemon) -> list[str]:
+    """The transactional ids of the producers `daemon` started so far."""
+    return sorted({line["txn_id"] for line in daemon.events("transactional_producer_started")})
+
+
+def coordinators_after(bootstrap: str, crash: Crash) -> dict[str, int]:
+    """Who coordinates the crashed broker's transactional ids now; empty while it still
+    does (the controller has not noticed the crash yet)."""
+    now = transaction_coordinators(bootstrap, crash.transactional_ids)
+    return {} if crash.node in now.values() else now
+
+
+def test_the_transaction_coordinator_moves(kafka_cluster: KafkaCluster, tmp_path: Path) -> None:
+    # Three brokers, everything replicated three times. The broker coordinating some of
+    # the partition producers' transactions crashes while transactions are open: another
+    # takes over its part of the transaction log and the producers go on with it. Later
+    # the crashed broker comes back.
+    bootstrap = kafka_cluster.bootstrap
+    committed = {"outcome": "committed"}
+    with topics_on(bootstrap, replication_factor=3) as make_topic:
+        topics = topics_for(make_topic)
+        with live_input(bootstrap, topics, "--latency-ms", "20") as (api, feeder):
+            config = config_for(tmp_path, bootstrap, topics, api.url, **EXACTLY_ONCE)
+            with running_daemon(config, tmp_path / "d.log") as daemon:
+                daemon.wait_ready()
+                txn_ids = wait_for(
+                    lambda: (
+                        transactional_ids(daemon) if len(transactional_ids(daemon)) == 6 else []
+                    ),
+                    60,
+                    "one producer per partition",
+                )
+                wait_for(
+                    lambda: daemon.metric("streamstop_transactions_total", committed) > 10,
+                    60,
+                    "transactions commit",
+                )
+                crash = kill_coordinator_mid_transaction(
+                    kafka_cluster, daemon, topics["output"], txn_ids
+                )
+                at_kill = daemon.metric("streamstop_transactions_total", committed)
+                moved = wait_for(
+                    lambda: coordinators_after(bootstrap, crash),
+                    120,
+                    "another broker coordinates the crashed one's transactional ids",
+                )
+                print(f"{crash}; coordinators after: {moved}")
+                with feeder.paused():
+                    # Every partition, those whose coordinator moved too, commits all it
+                    # was given while the crashed broker is still away.
+                    wait_committed(bootstrap, topics, 240, "everything committed, one node down")
+                assert daemon.metric("streamstop_transactions_total", committed) > at_kill
+                kafka_cluster.node(crash.node).start()
+                back = daemon.metric("streamstop_transactions_total", committed)
+                wait_for(
+                    lambda: daemon.metric("streamstop_transactions_total", committed) > back + 10,
+                    120,
+                    "transactions commit with the broker back",
+                )
+                feeder.stop()
+                wait_committed(bootstrap, topics, 240, "the daemon finishes everything")
+                assert daemon.proc.poll() is None, "the daemon never exited"
+                assert not daemon.events("unhandled_loop_error")
+            assert crash.pending_records > 0, "records were in flight at the crash"
+        assert_exactly_one_each(bootstrap, topics, feeder.messages, feeder.positions)
 
 
 def test_rolling_update_from_at_least_once_loses_nothing(
