@@ -82,10 +82,11 @@ class RebalanceListener(ConsumerRebalanceListener):  # type: ignore[misc]
             transactions.restart = self.restart
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        """New generation: this member's share of the API rate, fresh partitions paused
-        until positioned (under `exactly_once`, until their producer started and fenced
-        older owners)."""
-        await self._rate_share(assigned)
+        """New generation: fresh partitions paused until positioned (under
+        `exactly_once`, until their producer started and fenced older owners), then this
+        member's share of the API rate. Taken in and paused before anything is awaited:
+        aiokafka may fetch the new partitions meanwhile, and records of a partition the
+        pipeline does not know yet would be skipped."""
         parts = self._assignment.assign(assigned)
         if self._transactions is not None:
             _tell_sticky_assignor_the_generation(self._consumer)
@@ -97,6 +98,7 @@ class RebalanceListener(ConsumerRebalanceListener):  # type: ignore[misc]
             else:
                 self._position(parts)
         log.info("partitions_assigned", partitions=_names(assigned))
+        await self._rate_share(assigned)
 
     def restart(self, part: Partition, delay_s: float) -> None:
         """`exactly_once`: the partition's producer failed (fenced). Its open work is
